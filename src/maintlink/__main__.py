@@ -1,0 +1,3 @@
+from maintlink.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""Settings from `MAINTLINK_*` environment variables and an optional config file.
+
+One typed object, read once per process. The config file (TOML, path in
+`MAINTLINK_CONFIG_FILE`) holds the same keys without the prefix, lower-case; the
+environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path | None:
+    value = os.environ.get("MAINTLINK_CONFIG_FILE")
+    return Path(value) if value else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAINTLINK_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    database_url: str | None = None  # None: SQLite at <data_dir>/maintlink.db
+    secret_key: str | None = None  # comma-separated Fernet keys, newest first
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None  # how browsers reach this server (link URLs)
+    log_level: str = "info"
+    log_format: Literal["json", "text"] = "text"
+
+    # Embedded sandbox system started by `maintlink serve`.
+    sandbox_enabled: bool = True
+    sandbox_port: int = 8090
+    sandbox_seed: int = 42
+    sandbox_size: int = 200
+
+    # API rate limits, requests per minute.
+    rate_limit_connection_per_minute: int = Field(default=600, ge=1)
+    rate_limit_admin_per_minute: int = Field(default=1200, ge=1)
+
+    # Largest accepted request body, bytes.
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Outbound HTTP to maintenance systems.
+    provider_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Webhook delivery.
+    webhook_allow_http: bool = False
+    webhook_allowed_networks: str = ""
+    webhook_ca_bundle: str | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'maintlink.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and file, with explicit overrides (CLI flags)."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

@@ -1,0 +1,121 @@
+"""The contract every maintenance-system connector keeps.
+
+A connector knows one system's API: its credential fields, how to check them, how to
+page through each entity with a changed-since filter, and how to map raw records to the
+unified model. Failures are classified once, here, into `ConnectorError.kind`, so the
+domain decides what a failure means (reauthorization, offline, retry) without knowing
+the system.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+ENTITIES: tuple[str, ...] = (
+    "work_orders",
+    "assets",
+    "locations",
+    "parts",
+    "purchase_orders",
+    "vendors",
+    "users",
+)
+
+
+class FailureKind(StrEnum):
+    """How a provider failure is classified; the domain maps each kind to a reaction."""
+
+    AUTH = "auth"  # credentials rejected, revoked or refresh refused -> reauthorization
+    UNAVAILABLE = "unavailable"  # network error, 5xx, timeout -> offline after N in a row
+    RATE_LIMITED = "rate_limited"  # wait retry_after seconds, then continue
+    PERMISSION_DENIED = "permission_denied"  # credentials fine, a scope is missing
+    INVALID_CONFIGURATION = "invalid_configuration"  # e.g. a malformed instance URL
+    PROVIDER_ERROR = "provider_error"  # anything else the provider answered
+
+
+class ConnectorError(Exception):
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    name: str
+    label: str
+    type: Literal["string", "url", "password"] = "string"
+    secret: bool = False
+    required: bool = True
+    help: str | None = None
+    placeholder: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """What a successful credential check learned about the remote account."""
+
+    remote_account_id: str | None = None
+    remote_account_name: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Page:
+    records: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+class Connector:
+    """Base class: subclasses set the class attributes and implement the methods."""
+
+    slug: ClassVar[str]
+    name: ClassVar[str]
+    auth_type: ClassVar[Literal["api_key", "oauth2", "basic"]]
+    credential_fields: ClassVar[tuple[CredentialField, ...]]
+    entities: ClassVar[tuple[str, ...]] = ENTITIES
+    writable_entities: ClassVar[tuple[str, ...]] = ()
+    docs_url: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        credentials: Mapping[str, Any],
+        http: httpx.AsyncClient,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.credentials = dict(credentials)
+        self.http = http
+        self.settings = dict(settings or {})
+
+    async def validate(self) -> AccountInfo:
+        """Check the credentials against the system; raise ConnectorError when refused."""
+        raise NotImplementedError
+
+    async def check_health(self) -> None:
+        """The cheapest authenticated call the system offers; raises ConnectorError."""
+        raise NotImplementedError
+
+    def list_records(
+        self, entity: str, *, modified_since: datetime | None = None, cursor: str | None = None
+    ) -> AsyncIterator[Page]:
+        """Stream pages of raw records, oldest change first where the system allows."""
+        raise NotImplementedError
+
+    def map_record(self, entity: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Map one raw record to the unified model's fields."""
+        raise NotImplementedError

@@ -1,0 +1,171 @@
+"""The error catalog: every code clients may branch on, with its status and type.
+
+Domain code raises `MaintlinkError(code, message)`; the HTTP layer renders it as
+`{"error": {"code", "type", "message", "request_id", "details"?}}`. `docs/errors.md`
+is generated from `CATALOG` and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    type: str
+    description: str
+    action: str
+
+
+CATALOG: dict[str, ErrorSpec] = {
+    "INVALID_JSON": ErrorSpec(
+        400, "invalid_request_error", "The request body is not valid JSON.",
+        "Send a JSON object with `Content-Type: application/json`.",
+    ),
+    "VALIDATION_ERROR": ErrorSpec(
+        422, "invalid_request_error",
+        "A field is missing, has the wrong type or an unknown field was sent.",
+        "Read `details.errors` (location, message) and fix the request.",
+    ),
+    "INVALID_CURSOR": ErrorSpec(
+        400, "invalid_request_error", "The `cursor` is malformed or belongs to another list.",
+        "Pass back the `next_cursor` value exactly as received, or omit it.",
+    ),
+    "PAYLOAD_TOO_LARGE": ErrorSpec(
+        413, "invalid_request_error", "The request body exceeds the configured maximum.",
+        "Send a smaller body (see `MAINTLINK_MAX_REQUEST_BODY_BYTES`).",
+    ),
+    "UNSUPPORTED_API_VERSION": ErrorSpec(
+        400, "invalid_request_error", "The requested API version does not exist.",
+        "Use one of `details.supported_versions`.",
+    ),
+    "API_VERSION_MISMATCH": ErrorSpec(
+        400, "invalid_request_error",
+        "The `Maintlink-Version` header names another version than the path.",
+        "Send the header that matches the path, or leave it out.",
+    ),
+    "NOT_FOUND": ErrorSpec(
+        404, "not_found_error", "No such route, or no such object in this account.",
+        "Check the path and the id; ids of other accounts are never visible.",
+    ),
+    "METHOD_NOT_ALLOWED": ErrorSpec(
+        405, "invalid_request_error", "The route exists but not with this method.",
+        "Use one of the methods in the `Allow` header.",
+    ),
+    "UNSUPPORTED_MEDIA_TYPE": ErrorSpec(
+        415, "invalid_request_error", "The request body is not `application/json`.",
+        "Send `Content-Type: application/json`.",
+    ),
+    "AUTHENTICATION_FAILED": ErrorSpec(
+        401, "authentication_error",
+        "No bearer token, or the token is unknown, revoked or rotated.",
+        "Send `Authorization: Bearer <token>` with a current admin key or connection token.",
+    ),
+    "FORBIDDEN": ErrorSpec(
+        403, "permission_error", "The token is valid but cannot do this.",
+        "Admin routes need an admin key (`mlk_`); data routes need a connection token (`mlc_`).",
+    ),
+    "CONNECTION_REAUTH_REQUIRED": ErrorSpec(
+        401, "authentication_error",
+        "The connection's credentials were rejected by the maintenance system.",
+        "Send the customer through the connection flow again (`details.reconnect`); "
+        "the connection id and its data are kept.",
+    ),
+    "CONNECTION_DISCONNECTED": ErrorSpec(
+        401, "authentication_error", "The connection was disconnected; its token is void.",
+        "Create a new connection if the customer wants to connect again.",
+    ),
+    "CONNECTION_NOT_ACTIVE": ErrorSpec(
+        409, "conflict_error", "The operation needs a connection that is not disconnected.",
+        "Check the connection's status first.",
+    ),
+    "INTEGRATION_NOT_FOUND": ErrorSpec(
+        400, "invalid_request_error", "No integration has this slug.",
+        "List integrations with `GET /api/v1/integrations`.",
+    ),
+    "INVALID_CREDENTIALS": ErrorSpec(
+        400, "invalid_request_error",
+        "The maintenance system refused the credentials, or a credential field is missing.",
+        "Show `message` (the system's reason) to the customer and ask for other credentials.",
+    ),
+    "PROVIDER_PERMISSION_DENIED": ErrorSpec(
+        400, "invalid_request_error",
+        "The credentials work but lack a permission the integration needs.",
+        "Ask the customer's administrator to grant the permission named in `message`.",
+    ),
+    "PROVIDER_UNAVAILABLE": ErrorSpec(
+        502, "provider_error", "The maintenance system could not be reached or failed.",
+        "Retry later; check the instance URL if it persists.",
+    ),
+    "PROVIDER_RATE_LIMITED": ErrorSpec(
+        503, "provider_error", "The maintenance system is rate limiting maintlink.",
+        "Retry after `Retry-After` seconds.",
+    ),
+    "PROVIDER_ERROR": ErrorSpec(
+        502, "provider_error", "The maintenance system answered with an unexpected error.",
+        "Retry later; `message` carries the system's answer.",
+    ),
+    "RATE_LIMIT_EXCEEDED": ErrorSpec(
+        429, "rate_limit_error", "Too many requests with this token in the current minute.",
+        "Wait `Retry-After` seconds; `RateLimit-*` headers show the budget.",
+    ),
+    "SERVICE_UNAVAILABLE": ErrorSpec(
+        503, "api_error", "maintlink cannot serve the request right now (store unreachable).",
+        "Retry with backoff.",
+    ),
+    "INTERNAL_ERROR": ErrorSpec(
+        500, "api_error", "An unexpected error on maintlink's side; nothing internal is shown.",
+        "Retry; report the `request_id` if it persists.",
+    ),
+}
+
+
+class MaintlinkError(Exception):
+    """An error with a catalogued code; safe to show to API clients."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        spec = CATALOG[code]
+        self.code = code
+        self.status = spec.status
+        self.type = spec.type
+        self.message = message or spec.description
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(f"{code}: {self.message}")
+
+
+def render_errors_markdown() -> str:
+    lines = [
+        "# Errors",
+        "",
+        "Every error answer has this body, whatever the route:",
+        "",
+        "```json",
+        '{"error": {"code": "AUTHENTICATION_FAILED", "type": "authentication_error",',
+        '           "message": "No bearer token was sent.", "request_id": "req_...",',
+        '           "details": {}}}',
+        "```",
+        "",
+        "Branch on `code`, never on `message` (messages may be reworded). `request_id` is the",
+        "same as the `X-Request-Id` header; quote it when asking for support. `details` is present",
+        "when there is more to say (validation errors, supported versions, reconnect steps).",
+        "The list below is stable: codes are only added, never renamed, within a major version.",
+        "",
+        "| code | status | type | meaning | what to do |",
+        "|---|---|---|---|---|",
+    ]
+    for code, spec in CATALOG.items():
+        lines.append(
+            f"| `{code}` | {spec.status} | `{spec.type}` | {spec.description} | {spec.action} |"
+        )
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""What a running process shares: settings, the store, the cipher, outbound HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from maintlink.config import Settings
+from maintlink.crypto import Cipher, load_cipher
+from maintlink.store.db import create_engine
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    cipher: Cipher
+    http: httpx.AsyncClient = field(repr=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    may_generate = settings.environment == "development" or settings.is_sqlite
+    cipher = load_cipher(settings.secret_key, settings.data_dir, may_generate=may_generate)
+    engine = create_engine(settings.effective_database_url)
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.provider_timeout_seconds),
+        follow_redirects=False,
+        headers={"User-Agent": "maintlink/0.1"},
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+    return Runtime(settings=settings, engine=engine, cipher=cipher, http=http)

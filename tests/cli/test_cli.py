@@ -1,0 +1,97 @@
+"""The CLI contract other tools script against, run as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+MAINTLINK = [sys.executable, "-m", "maintlink"]
+
+
+def run(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MAINTLINK, *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("MAINTLINK_")}
+    out["MAINTLINK_DATA_DIR"] = str(tmp_path / "data")
+    return out
+
+
+@pytest.mark.parametrize("command", [
+    [], ["serve"], ["api"], ["worker"], ["migrate"], ["admin"], ["admin", "create-key"],
+    ["admin", "list-keys"], ["admin", "revoke-key"], ["admin", "rotate-secret-key"],
+    ["sandbox"], ["sandbox", "revoke"],
+])
+def test_help(command: list[str], env: dict[str, str]) -> None:
+    r = run(*command, "--help", env=env)
+    assert "Usage" in r.stdout
+
+
+def test_admin_key_lifecycle(env: dict[str, str]) -> None:
+    r = run("admin", "create-key", "--account", "acme", env=env)
+    key = r.stdout.strip().splitlines()[-1]
+    assert key.startswith("mlk_") and len(key) > 40
+    listed = run("admin", "list-keys", env=env).stdout
+    assert "acme" in listed and key not in listed and key[-4:] in listed
+    key_id = next(w for w in listed.split() if w.startswith("key_"))
+    assert (Path(env["MAINTLINK_DATA_DIR"]) / "secret.key").exists()
+    run("admin", "revoke-key", key_id, env=env)
+    assert run("admin", "revoke-key", key_id, env=env, check=False).returncode == 1
+
+
+def test_generate_secret_key_and_rotate(env: dict[str, str]) -> None:
+    new = run("admin", "generate-secret-key", env=env).stdout.strip()
+    run("admin", "create-key", env=env)
+    old = (Path(env["MAINTLINK_DATA_DIR"]) / "secret.key").read_text().strip()
+    r = run("admin", "rotate-secret-key", env={**env, "MAINTLINK_SECRET_KEY": f"{new},{old}"})
+    assert "Re-encrypted 0" in r.stderr
+
+
+def test_production_needs_a_secret_key(env: dict[str, str], tmp_path: Path) -> None:
+    r = run("admin", "rotate-secret-key", env={**env, "MAINTLINK_DATA_DIR": str(tmp_path / "x")},
+            check=False)
+    assert r.returncode != 0
+
+
+def test_serve_starts_api_and_sandbox_and_stops_gracefully(env: dict[str, str]) -> None:
+    port, sandbox_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [*MAINTLINK, "serve", "--port", str(port), "--sandbox-port", str(sandbox_port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("server did not start")
+        key = run("admin", "create-key", env=env).stdout.strip().splitlines()[-1]
+        h = {"Authorization": f"Bearer {key}"}
+        r = httpx.post(f"{base}/api/v1/connections", headers=h, json={
+            "customer_id": "c1", "integration": "sandbox",
+            "credentials": {"base_url": f"http://127.0.0.1:{sandbox_port}",
+                            "api_key": "sbx_demo_key"}})
+        assert r.status_code == 201, r.text
+        stats = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/stats").json()
+        assert stats["work_orders"] > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, errs = proc.communicate(timeout=30)
+    assert proc.returncode == 0, errs
+    assert "mlk_" in out + errs  # the first start prints the first admin key
