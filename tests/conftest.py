@@ -22,8 +22,12 @@ from maintlink.crypto import generate_key
 from maintlink.store.db import create_engine, migrate
 from maintlink.store.tables import metadata
 
-PG_ADMIN_URL = os.environ.get("MAINTLINK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REQUIRE_PG = os.environ.get("CI") == "true" or os.environ.get("MAINTLINK_TEST_REQUIRE_POSTGRES") == "1"
+PG_ADMIN_URL = os.environ.get(
+    "MAINTLINK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_PG = (
+    os.environ.get("CI") == "true" or os.environ.get("MAINTLINK_TEST_REQUIRE_POSTGRES") == "1"
+)
 STORES = ["sqlite", "postgresql"]
 
 

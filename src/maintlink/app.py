@@ -9,18 +9,18 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, ORJSONResponse, Response
+from fastapi.responses import HTMLResponse
 from sqlalchemy import text
 
 from maintlink.api import errors as api_errors
 from maintlink.api.middleware import PlatformMiddleware
 from maintlink.api.ratelimit import limiter_for
-from maintlink.api.routes import connections, integrations
+from maintlink.api.routes import connections, events, integrations, webhooks
 from maintlink.api.schemas import ErrorBody, Health
-from maintlink.api.versioning import BASE, VersionRegistry, default_registry
 from maintlink.config import Settings
 from maintlink.runtime import Runtime, build_runtime
 from maintlink.store.db import migrate, needs_migration
+from maintlink.versioning import BASE, VersionRegistry, default_registry
 
 log = logging.getLogger("maintlink")
 
@@ -35,6 +35,8 @@ def build_api_router() -> APIRouter:
     router = APIRouter(prefix=f"/api/{BASE}")
     router.include_router(integrations.router)
     router.include_router(connections.router)
+    router.include_router(webhooks.router)
+    router.include_router(events.router)
     return router
 
 
@@ -73,7 +75,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.state.registry = registry
     api_errors.install(app)
@@ -107,9 +108,9 @@ def create_app(
         return {"status": "ok", "store": rt.dialect}
 
     @app.get("/", include_in_schema=False)
-    async def root() -> Response:
-        return ORJSONResponse({"name": "maintlink", "api": f"/api/{BASE}",
-                               "docs": f"/api/{BASE}/docs", "versions": registry.names})
+    async def root() -> dict[str, Any]:
+        return {"name": "maintlink", "api": f"/api/{BASE}", "docs": f"/api/{BASE}/docs",
+                "versions": registry.names}
 
     app.add_middleware(
         PlatformMiddleware, registry=registry, max_body=settings.max_request_body_bytes

@@ -56,9 +56,25 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Webhook delivery.
-    webhook_allow_http: bool = False
-    webhook_allowed_networks: str = ""
-    webhook_ca_bundle: str | None = None
+    webhook_allow_http: bool = False  # plain http:// URLs (local development only)
+    webhook_allowed_networks: str = ""  # CIDRs allowed despite the private-address rule
+    webhook_ca_bundle: str | None = None  # extra CA file to trust, beside the system's
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"  # seconds
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_retry_after_seconds: int = Field(default=86_400, ge=1)
+    webhook_disable_after_hours: float = Field(default=120.0, gt=0)  # 5 days
+    webhook_secret_overlap_hours: float = Field(default=24.0, ge=0)
+    webhook_endpoint_concurrency: int = Field(default=8, ge=1)  # in flight per endpoint
+    webhook_worker_concurrency: int = Field(default=128, ge=1)  # in flight per worker
+    webhook_lease_seconds: int = Field(default=60, ge=15)
+    webhook_max_payload_bytes: int = Field(default=262_144, ge=1024)
+    webhook_response_body_bytes: int = Field(default=4096, ge=0)
+    event_retention_days: int = Field(default=30, ge=1)
+
+    @property
+    def retry_schedule(self) -> list[float]:
+        return [float(s) for s in self.webhook_retry_schedule.split(",") if s.strip()]
 
     @field_validator("data_dir")
     @classmethod

@@ -81,6 +81,10 @@ CATALOG: dict[str, ErrorSpec] = {
         409, "conflict_error", "The operation needs a connection that is not disconnected.",
         "Check the connection's status first.",
     ),
+    "WEBHOOK_ENDPOINT_DISABLED": ErrorSpec(
+        409, "conflict_error", "The webhook endpoint is disabled.",
+        "Enable it with `POST /api/v1/webhook-endpoints/{id}/enable` first.",
+    ),
     "INTEGRATION_NOT_FOUND": ErrorSpec(
         400, "invalid_request_error", "No integration has this slug.",
         "List integrations with `GET /api/v1/integrations`.",
@@ -106,6 +110,12 @@ CATALOG: dict[str, ErrorSpec] = {
     "PROVIDER_ERROR": ErrorSpec(
         502, "provider_error", "The maintenance system answered with an unexpected error.",
         "Retry later; `message` carries the system's answer.",
+    ),
+    "INVALID_WEBHOOK_URL": ErrorSpec(
+        400, "invalid_request_error",
+        "The webhook URL is not allowed: not https, credentials in it, or a private, loopback, "
+        "link-local or otherwise non-public address.",
+        "Use a public `https://` URL; `message` says what was wrong.",
     ),
     "RATE_LIMIT_EXCEEDED": ErrorSpec(
         429, "rate_limit_error", "Too many requests with this token in the current minute.",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from maintlink.config import Settings
 from maintlink.crypto import Cipher, load_cipher
 from maintlink.store.db import create_engine
+from maintlink.store.types import utcnow
+from maintlink.versioning import VersionRegistry, default_registry
 
 
 @dataclass
@@ -18,6 +22,9 @@ class Runtime:
     engine: AsyncEngine
     cipher: Cipher
     http: httpx.AsyncClient = field(repr=False)
+    versions: VersionRegistry = field(default_factory=default_registry)
+    # Every "now" of background work comes from here, so tests can move time.
+    clock: Callable[[], datetime] = utcnow
 
     @property
     def dialect(self) -> str:

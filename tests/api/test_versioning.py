@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from maintlink.api.versioning import APIVersion, VersionChange, VersionRegistry, rename_field
 from maintlink.app import create_app
 from maintlink.config import Settings
+from maintlink.versioning import APIVersion, VersionChange, VersionRegistry, rename_field
 from tests.conftest import bearer, new_sandbox_key, serve_app
 
 DEPRECATED = datetime(2026, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import re
 from typing import Any
 
 import orjson
@@ -12,8 +12,6 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maintlink.errors import CATALOG, MaintlinkError
-
-log = logging.getLogger("maintlink.api")
 
 _BY_STATUS = {
     400: "INVALID_JSON",
@@ -73,6 +71,20 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, dict[str, Any
     return "VALIDATION_ERROR", {"errors": errors}
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API takes on this path (Starlette names only the first route's).
+    Read from the OpenAPI document, which lists every route with its full path."""
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = []
+        for template, ops in request.app.openapi().get("paths", {}).items():
+            pattern = re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
+            table.append((pattern, sorted(m.upper() for m in ops)))
+        request.app.state.allowed_methods = table
+    path = request.scope.get("path", "")
+    return sorted({m for pattern, methods in table if pattern.match(path) for m in methods})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(MaintlinkError)
     async def _maintlink(request: Request, exc: MaintlinkError) -> Response:
@@ -97,9 +109,5 @@ def install(app: FastAPI) -> None:
             message = f"No route {request.method} {request.url.path}."
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}."
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return error_response(request, code, message, None, headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"request_id": request_id_of(request)})
-        return error_response(request, "INTERNAL_ERROR")

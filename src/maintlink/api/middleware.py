@@ -13,11 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maintlink.api.errors import error_body
-from maintlink.api.versioning import BASE, HEADER, APIVersion, VersionRegistry
 from maintlink.errors import CATALOG
 from maintlink.ids import new_id
+from maintlink.versioning import BASE, HEADER, APIVersion, VersionRegistry
 
 log = logging.getLogger("maintlink.access")
+error_log = logging.getLogger("maintlink.api")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _API_PATH = re.compile(r"/api/([^/]+)(/.*)?")
@@ -114,6 +115,11 @@ class PlatformMiddleware:
             if status_box[0] == 0:
                 await fail("PAYLOAD_TOO_LARGE",
                            f"The body exceeds the limit of {self.max_body} bytes.")
+        except Exception:
+            # Answer here, inside the request id and version headers, and leak nothing.
+            error_log.exception("unhandled error", extra={"request_id": request_id})
+            if status_box[0] == 0:
+                await fail("INTERNAL_ERROR", "An unexpected error occurred.")
         finally:
             log.info(
                 "%s %s %s", scope["method"], path, status_box[0],

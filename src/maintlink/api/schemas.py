@@ -72,6 +72,12 @@ class IntegrationList(BaseModel):
     next_cursor: str | None = None
 
 
+class WebhookConfig(Strict):
+    url: str = Field(max_length=2048, description="Public https:// URL")
+    events: list[str] | None = Field(
+        default=None, description="Event types to send; absent or null: every type")
+
+
 class ConnectionSettings(Strict):
     sync_interval_minutes: int = Field(
         default=15, ge=5, le=1440, description="Minutes between scheduled syncs (5 to 1440)"
@@ -91,6 +97,8 @@ class ConnectionCreate(Strict):
         description="Values for the integration's credential fields"
     )
     settings: ConnectionSettings | None = None
+    webhook: WebhookConfig | None = Field(
+        default=None, description="This connection's own webhook endpoint")
 
 
 class RemoteAccount(BaseModel):
@@ -167,3 +175,163 @@ class DataDeleted(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     store: str | None = None
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+EventType = str
+
+
+class EndpointCreate(Strict):
+    url: str = Field(max_length=2048, description="Public https:// URL")
+    events: list[EventType] | None = Field(
+        default=None, description="Event types to send; absent or null: every type")
+    connection_id: str | None = Field(
+        default=None, description="Only this connection's events; absent: every connection")
+    description: str | None = Field(default=None, max_length=500)
+    api_version: str = Field(default="v1", description="Version the bodies are rendered in")
+    headers: dict[str, str] | None = Field(default=None, description="Static extra headers")
+    rate_limit_per_second: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class EndpointUpdate(Strict):
+    url: str | None = Field(default=None, max_length=2048)
+    events: list[EventType] | None = None
+    connection_id: str | None = None
+    description: str | None = Field(default=None, max_length=500)
+    api_version: str | None = None
+    headers: dict[str, str] | None = None
+    rate_limit_per_second: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class WebhookEndpoint(BaseModel):
+    object: Literal["webhook_endpoint"] = "webhook_endpoint"
+    id: str
+    url: str
+    description: str | None = None
+    events: list[str] | None = None
+    connection_id: str | None = None
+    managed_by_connection: bool
+    api_version: str
+    headers: dict[str, str]
+    rate_limit_per_second: int | None = None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None = None
+    disabled_at: datetime | None = None
+    failing_since: datetime | None = None
+    secret_rotation_ends_at: datetime | None = Field(
+        default=None, description="Until then the previous secret also signs")
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointWithSecret(WebhookEndpoint):
+    secret: str = Field(description="`whsec_...`: verify signatures with it")
+
+
+class WebhookEndpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookEndpoint]
+    next_cursor: str | None
+
+
+class EndpointSecret(BaseModel):
+    object: Literal["webhook_secret"] = "webhook_secret"
+    endpoint_id: str
+    secret: str
+    previous_secret_expires_at: datetime | None = None
+
+
+class RotateSecret(Strict):
+    overlap_hours: float | None = Field(
+        default=None, ge=0, le=168,
+        description="How long the previous secret keeps signing (default 24)")
+
+
+class Recover(Strict):
+    since: datetime
+    until: datetime | None = None
+
+
+class RecoverResult(BaseModel):
+    object: Literal["recovery"] = "recovery"
+    endpoint_id: str
+    recovered: int
+
+
+class Resend(Strict):
+    endpoint_id: str | None = Field(
+        default=None, description="Only to this endpoint; absent: every endpoint that got it")
+
+
+class DeliverySummary(BaseModel):
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    id: str
+    event_id: str
+    endpoint_id: str
+    status: Literal["pending", "delivering", "succeeded", "failed"]
+    trigger: str
+    attempt_count: int
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_failure_kind: str | None = None
+    created_at: datetime
+    succeeded_at: datetime | None = None
+
+
+class DeliveryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DeliverySummary]
+    next_cursor: str | None = None
+
+
+class Event(BaseModel):
+    object: Literal["event"] = "event"
+    id: str
+    type: str
+    timestamp: datetime
+    connection_id: str | None = None
+    customer_id: str | None = None
+    sequence: int | None = None
+    data: dict[str, Any]
+    deliveries: list[DeliverySummary] | None = None
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Event]
+    next_cursor: str | None
+
+
+class Attempt(BaseModel):
+    object: Literal["webhook_attempt"] = "webhook_attempt"
+    id: str
+    delivery_id: str
+    event_id: str
+    endpoint_id: str
+    attempt_number: int
+    trigger: str
+    attempted_at: datetime
+    duration_ms: int
+    status_code: int | None = None
+    success: bool
+    failure_kind: str | None = None
+    error: str | None = None
+    response_body: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class AttemptList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Attempt]
+    next_cursor: str | None
+
+
+class ConnectionWebhook(BaseModel):
+    object: Literal["connection_webhook"] = "connection_webhook"
+    connection_id: str
+    endpoint: WebhookEndpoint
+
+
+class ConnectionWebhookWithSecret(ConnectionWebhook):
+    secret: str | None = Field(default=None, description="Present when the endpoint was created")

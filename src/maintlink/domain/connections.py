@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from maintlink.connectors.base import AccountInfo, Connector, ConnectorError, FailureKind
 from maintlink.connectors.registry import get_connector_class
+from maintlink.domain import events
 from maintlink.errors import MaintlinkError
 from maintlink.ids import hash_token, new_id, new_token, token_hint
 from maintlink.runtime import Runtime
@@ -128,7 +129,30 @@ async def transition(
         .values(status=to_status, status_reason=reason, status_changed_at=now, updated_at=now)
     )
     await _record(conn, row.account_id, connection_id, current, to_status, reason, error_code, now)
+    await _emit_transition(conn, row, current, to_status, reason, error_code, now)
     return Transition(connection_id, current, to_status, reason, now)
+
+
+async def _emit_transition(
+    conn: AsyncConnection, row: Row[Any], current: Status, to_status: Status,
+    reason: str | None, error_code: str | None, now: datetime,
+) -> None:
+    """The webhook event of each transition, in the transition's own transaction."""
+    base = {"previous_status": current.value, "reason": reason}
+    if to_status is Status.REAUTH_REQUIRED:
+        event_type = "connection.reauthorization_required"
+        data = {**base, "error_code": error_code,
+                "reconnect": reconnect_details(row.id, reason)}
+    elif to_status is Status.DISCONNECTED:
+        event_type, data = "connection.disconnected", base
+    elif current is Status.REAUTH_REQUIRED and to_status is Status.ACTIVE:
+        event_type, data = "connection.reauthorized", base
+    else:  # active <-> offline
+        event_type = "connection.status_changed"
+        data = {**base, "status": to_status.value, "online": to_status is Status.ACTIVE,
+                "error_code": error_code}
+    await events.emit(conn, account_id=row.account_id, type=event_type, data=data,
+                      connection_id=row.id, customer_id=row.customer_external_id, now=now)
 
 
 async def _record(
@@ -219,6 +243,7 @@ async def create_connection(
     credentials: Mapping[str, Any],
     settings: Mapping[str, Any],
     account_info: AccountInfo,
+    webhook: Mapping[str, Any] | None = None,
 ) -> tuple[Row[Any], str]:
     """Store an already validated connection; returns (row, token shown once)."""
     now = utcnow()
@@ -250,6 +275,21 @@ async def create_connection(
         )
     )
     await _record(conn, account_id, connection_id, None, Status.ACTIVE, "connected", None, now)
+    if webhook is not None:
+        from maintlink.domain import endpoints
+
+        await endpoints.create_endpoint(
+            conn, rt, account_id=account_id, url=webhook["url"],
+            event_types=webhook.get("events"), connection_id=connection_id,
+            description=f"Webhook of connection {connection_id}", managed_by_connection=True,
+        )
+    await events.emit(
+        conn, account_id=account_id, type="connection.created", connection_id=connection_id,
+        customer_id=customer_external_id, now=now,
+        data={"integration": integration, "status": Status.ACTIVE.value,
+              "remote_account": {"id": account_info.remote_account_id,
+                                 "name": account_info.remote_account_name}},
+    )
     return await get_connection(conn, connection_id), token
 
 

@@ -127,3 +127,100 @@ rate_limit_windows = Table(
     Column("window_start", BigInteger, primary_key=True),
     Column("count", Integer, nullable=False),
 )
+
+# --- webhooks --------------------------------------------------------------------------
+
+# The outbox: written in the same transaction as the change that causes the event.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("connection_id", String(40)),  # null for account-level events
+    Column("customer_id", String(200)),  # the developer's external id, as sent
+    Column("type", String(64), nullable=False),
+    Column("sequence", BigInteger),  # per connection, from connections.event_sequence
+    Column("data", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "account_id", "id"),
+    Index(None, "account_id", "type", "id"),
+    Index(None, "connection_id", "id"),
+    Index(None, "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("connection_id", String(40), ForeignKey("connections.id")),  # null: all
+    Column("managed_by_connection", Integer, nullable=False, default=0),
+    Column("url", Text, nullable=False),
+    Column("description", Text),
+    Column("events", JSONType),  # list of types; null: every type
+    Column("api_version", String(16), nullable=False),
+    Column("headers", JSONType, nullable=False),
+    Column("rate_limit_per_second", Integer),
+    Column("secret_encrypted", Text, nullable=False),
+    Column("previous_secret_encrypted", Text),
+    Column("previous_secret_expires_at", UTCDateTime),
+    Column("status", String(16), nullable=False),  # enabled | disabled
+    Column("disabled_reason", Text),
+    Column("disabled_at", UTCDateTime),
+    Column("failing_since", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "account_id", "id"),
+    Index(None, "connection_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("endpoint_id", String(40), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("account_id", String(40), nullable=False),
+    # pending -> (delivering) -> succeeded | pending (retry) | failed
+    Column("status", String(16), nullable=False),
+    Column("body", Text, nullable=False),  # rendered once, in the endpoint's API version
+    Column("attempt_count", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("trigger", String(16), nullable=False),  # scheduled | manual | recover | test
+    Column("last_status_code", Integer),
+    Column("last_failure_kind", String(32)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("succeeded_at", UTCDateTime),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "endpoint_id", "status"),
+    Index(None, "event_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("delivery_id", String(40), ForeignKey("deliveries.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("endpoint_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("attempt_number", Integer, nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("success", Integer, nullable=False),
+    Column("failure_kind", String(32)),
+    Column("error", Text),
+    Column("response_body", Text),
+    Column("next_attempt_at", UTCDateTime),
+    Index(None, "endpoint_id", "id"),
+    Index(None, "event_id", "id"),
+    Index(None, "delivery_id"),
+    Index(None, "attempted_at"),
+)

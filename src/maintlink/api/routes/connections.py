@@ -18,6 +18,7 @@ from maintlink.api.schemas import (
     TokenRotated,
 )
 from maintlink.domain import connections as conns
+from maintlink.domain.endpoints import check_events, check_url
 from maintlink.errors import MaintlinkError
 from maintlink.ids import token_hint
 
@@ -36,12 +37,16 @@ async def create_connection(body: ConnectionCreate, principal: Admin, rt: Runtim
     """Checks the credentials live against the system, then stores them encrypted. The
     answer holds the connection's bearer token, shown this once."""
     settings = (body.settings or ConnectionSettings()).model_dump()
+    if body.webhook is not None:  # refuse a bad URL before calling the system
+        check_url(rt, body.webhook.url)
+        check_events(body.webhook.events)
     info = await conns.validate_credentials(rt, body.integration, body.credentials, settings)
     async with rt.engine.begin() as conn:
         row, token = await conns.create_connection(
             conn, rt, account_id=principal.account_id, customer_external_id=body.customer_id,
             integration=body.integration, credentials=body.credentials, settings=settings,
             account_info=info,
+            webhook=body.webhook.model_dump() if body.webhook else None,
         )
     return {**conns.connection_view(row), "token": token}
 

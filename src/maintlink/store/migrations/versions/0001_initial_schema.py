@@ -2,16 +2,16 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 19:26:14.622978
+Create Date: 2026-11-26 19:36:50.638622
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 import maintlink.store.types
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -69,6 +69,37 @@ def upgrade() -> None:
             "account_id", "external_id", name=op.f("uq_customers_account_id_external_id")
         ),
     )
+    op.create_table(
+        "events",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=True),
+        sa.Column("customer_id", sa.String(length=200), nullable=True),
+        sa.Column("type", sa.String(length=64), nullable=False),
+        sa.Column("sequence", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "data",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_events_account_id_accounts")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+    )
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_events_account_id_id"), ["account_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_events_account_id_type_id"), ["account_id", "type", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_events_connection_id_id"), ["connection_id", "id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_events_created_at"), ["created_at"], unique=False)
+
     op.create_table(
         "connections",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -195,11 +226,166 @@ def upgrade() -> None:
             unique=False,
         )
 
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=True),
+        sa.Column("managed_by_connection", sa.Integer(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column(
+            "events",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("api_version", sa.String(length=16), nullable=False),
+        sa.Column(
+            "headers",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("rate_limit_per_second", sa.Integer(), nullable=True),
+        sa.Column("secret_encrypted", sa.Text(), nullable=False),
+        sa.Column("previous_secret_encrypted", sa.Text(), nullable=True),
+        sa.Column(
+            "previous_secret_expires_at",
+            maintlink.store.types.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("disabled_reason", sa.Text(), nullable=True),
+        sa.Column("disabled_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("failing_since", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_webhook_endpoints_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_webhook_endpoints_connection_id_connections"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
+    )
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_endpoints_account_id_id"), ["account_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_webhook_endpoints_connection_id"), ["connection_id"], unique=False
+        )
+
+    op.create_table(
+        "deliveries",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("event_id", sa.String(length=40), nullable=False),
+        sa.Column("endpoint_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("attempt_count", sa.Integer(), nullable=False),
+        sa.Column(
+            "next_attempt_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column(
+            "lease_expires_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_failure_kind", sa.String(length=32), nullable=True),
+        sa.Column("created_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("succeeded_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+            name=op.f("fk_deliveries_endpoint_id_webhook_endpoints"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["events.id"],
+            name=op.f("fk_deliveries_event_id_events"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
+    )
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_deliveries_endpoint_id_status"), ["endpoint_id", "status"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_deliveries_event_id"), ["event_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_deliveries_status_next_attempt_at"),
+            ["status", "next_attempt_at"],
+            unique=False,
+        )
+
+    op.create_table(
+        "attempts",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("delivery_id", sa.String(length=40), nullable=False),
+        sa.Column("event_id", sa.String(length=40), nullable=False),
+        sa.Column("endpoint_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("attempt_number", sa.Integer(), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column("attempted_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("success", sa.Integer(), nullable=False),
+        sa.Column("failure_kind", sa.String(length=32), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("response_body", sa.Text(), nullable=True),
+        sa.Column(
+            "next_attempt_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["deliveries.id"],
+            name=op.f("fk_attempts_delivery_id_deliveries"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_attempts")),
+    )
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_attempts_attempted_at"), ["attempted_at"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_attempts_delivery_id"), ["delivery_id"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_attempts_endpoint_id_id"), ["endpoint_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_attempts_event_id_id"), ["event_id", "id"], unique=False
+        )
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_attempts_event_id_id"))
+        batch_op.drop_index(batch_op.f("ix_attempts_endpoint_id_id"))
+        batch_op.drop_index(batch_op.f("ix_attempts_delivery_id"))
+        batch_op.drop_index(batch_op.f("ix_attempts_attempted_at"))
+
+    op.drop_table("attempts")
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deliveries_status_next_attempt_at"))
+        batch_op.drop_index(batch_op.f("ix_deliveries_event_id"))
+        batch_op.drop_index(batch_op.f("ix_deliveries_endpoint_id_status"))
+
+    op.drop_table("deliveries")
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_endpoints_connection_id"))
+        batch_op.drop_index(batch_op.f("ix_webhook_endpoints_account_id_id"))
+
+    op.drop_table("webhook_endpoints")
     with op.batch_alter_table("records", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_records_connection_id_entity_modified_at_id"))
 
@@ -214,6 +400,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_connections_account_id_id"))
 
     op.drop_table("connections")
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_events_created_at"))
+        batch_op.drop_index(batch_op.f("ix_events_connection_id_id"))
+        batch_op.drop_index(batch_op.f("ix_events_account_id_type_id"))
+        batch_op.drop_index(batch_op.f("ix_events_account_id_id"))
+
+    op.drop_table("events")
     op.drop_table("customers")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_keys_account_id"))
