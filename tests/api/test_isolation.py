@@ -6,39 +6,84 @@ import httpx
 
 from tests.conftest import bearer, create_connection
 
-# Every management route that names a connection, with a harmless body.
+# Every management route that names an object, with a harmless valid body.
 ROUTES = [
-    ("GET", "/api/v1/connections/{id}", None),
-    ("GET", "/api/v1/connections/{id}/status", None),
-    ("POST", "/api/v1/connections/{id}/disconnect", None),
-    ("DELETE", "/api/v1/connections/{id}/data", None),
-    ("POST", "/api/v1/connections/{id}/token", None),
+    ("GET", "/api/v1/connections/{connection_id}", None),
+    ("GET", "/api/v1/connections/{connection_id}/status", None),
+    ("POST", "/api/v1/connections/{connection_id}/disconnect", None),
+    ("DELETE", "/api/v1/connections/{connection_id}/data", None),
+    ("POST", "/api/v1/connections/{connection_id}/token", None),
+    ("GET", "/api/v1/connections/{connection_id}/webhook", None),
+    ("PUT", "/api/v1/connections/{connection_id}/webhook", {"url": "https://a.example.com/"}),
+    ("DELETE", "/api/v1/connections/{connection_id}/webhook", None),
+    ("GET", "/api/v1/webhook-endpoints/{endpoint_id}", None),
+    ("PATCH", "/api/v1/webhook-endpoints/{endpoint_id}", {"description": "x"}),
+    ("DELETE", "/api/v1/webhook-endpoints/{endpoint_id}", None),
+    ("GET", "/api/v1/webhook-endpoints/{endpoint_id}/secret", None),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret", None),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/test", None),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/enable", None),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/recover",
+     {"since": "2000-01-01T00:00:00Z"}),
+    ("GET", "/api/v1/webhook-endpoints/{endpoint_id}/attempts", None),
+    ("GET", "/api/v1/events/{event_id}", None),
+    ("GET", "/api/v1/events/{event_id}/attempts", None),
+    ("POST", "/api/v1/events/{event_id}/resend", None),
 ]
+LISTS = ["/api/v1/connections", "/api/v1/webhook-endpoints", "/api/v1/events"]
 
 
 async def test_other_account_sees_and_changes_nothing(
     client: httpx.AsyncClient, admin_key: str, other_admin_key: str, sandbox_url: str
 ) -> None:
     conn = await create_connection(client, admin_key, sandbox_url)
+    r = await client.put(f"/api/v1/connections/{conn['id']}/webhook", headers=bearer(admin_key),
+                         json={"url": "https://hooks.example.com/"})
+    endpoint = r.json()["endpoint"]
+    event = (await client.get("/api/v1/events", headers=bearer(admin_key))).json()["data"][0]
+    ids = {"connection_id": conn["id"], "endpoint_id": endpoint["id"], "event_id": event["id"]}
+    before = await _snapshot(client, admin_key, ids)
+
     for method, template, body in ROUTES:
-        r = await client.request(method, template.format(id=conn["id"]),
+        r = await client.request(method, template.format(**ids),
                                  headers=bearer(other_admin_key), json=body)
         assert r.status_code == 404, (method, template, r.text)
         assert r.json()["error"]["code"] == "NOT_FOUND"
-    r = await client.get("/api/v1/connections", headers=bearer(other_admin_key))
-    assert r.json()["data"] == []
+    for path in LISTS:
+        r = await client.get(path, headers=bearer(other_admin_key))
+        assert r.json()["data"] == [], path
     r = await client.get("/api/v1/connections", headers=bearer(other_admin_key),
                          params={"customer_id": "cust-1"})
     assert r.json()["data"] == []
-    # Nothing changed for the owner: same token works, still active.
+    r = await client.get("/api/v1/events", headers=bearer(other_admin_key),
+                         params={"connection_id": conn["id"]})
+    assert r.json()["data"] == []
+    # A connection-scoped endpoint cannot point at another account's connection.
+    r = await client.post("/api/v1/webhook-endpoints", headers=bearer(other_admin_key),
+                          json={"url": "https://x.example.com/", "connection_id": conn["id"]})
+    assert r.status_code == 404
+
+    assert await _snapshot(client, admin_key, ids) == before
     r = await client.get(f"/api/v1/connections/{conn['id']}/status", headers=bearer(conn["token"]))
     assert r.status_code == 200 and r.json()["status"] == "active"
 
 
-def test_every_connection_route_is_covered() -> None:
-    from maintlink.app import build_api_router
+async def _snapshot(client: httpx.AsyncClient, key: str, ids: dict[str, str]) -> list[object]:
+    paths = [f"/api/v1/connections/{ids['connection_id']}",
+             f"/api/v1/webhook-endpoints/{ids['endpoint_id']}",
+             f"/api/v1/webhook-endpoints/{ids['endpoint_id']}/secret",
+             f"/api/v1/events/{ids['event_id']}", "/api/v1/events"]
+    return [(await client.get(p, headers=bearer(key))).json() for p in paths]
 
-    paths = {(m, r.path) for r in build_api_router().routes
-             for m in getattr(r, "methods", ()) if "{connection_id}" in r.path}
-    covered = {(m, t.replace("{id}", "{connection_id}")) for m, t, _ in ROUTES}
-    assert paths <= covered, paths - covered
+
+def test_every_route_naming_an_object_is_covered() -> None:
+    from maintlink.app import create_app
+    from maintlink.config import Settings
+
+    spec = create_app(Settings()).openapi()
+    shared = {"/api/v1/integrations/{slug}"}  # the catalogue is the same for every account
+    paths = {(m.upper(), p) for p, ops in spec["paths"].items()
+             if "{" in p and p not in shared for m in ops}
+    assert len(paths) >= len(ROUTES)
+    covered = {(m, t) for m, t, _ in ROUTES}
+    assert paths == covered, paths ^ covered
