@@ -126,3 +126,46 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "webhook.test": WebhookTest,
     "webhook_endpoint.disabled": WebhookEndpointDisabled,
 }
+
+
+_RECONNECT = {
+    "reason": "API key revoked",
+    "instructions": "The maintenance system no longer accepts this connection's credentials...",
+    "reauthorize_url": "/api/v1/connections/conn_01JD7Q3X9T2M4V8K6B5N1R0ZYW/reauthorize",
+    "link_token_url": "/api/v1/link-tokens",
+}
+
+# One realistic `data` per type, for the docs (and checked against the models by tests).
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "connection.created": {"integration": "sandbox", "status": "active",
+                           "remote_account": {"id": "org_1", "name": "Acme Plant 3"}},
+    "connection.status_changed": {"previous_status": "active", "status": "offline",
+                                  "online": False, "reason": "3 failed health checks in a row",
+                                  "error_code": "PROVIDER_UNAVAILABLE"},
+    "connection.reauthorization_required": {
+        "previous_status": "active", "status": "reauth_required", "reason": "API key revoked",
+        "error_code": "INVALID_CREDENTIALS", "reconnect": _RECONNECT},
+    "connection.reauthorized": {"previous_status": "reauth_required", "status": "active",
+                                "reason": "new credentials accepted"},
+    "connection.disconnected": {"previous_status": "active", "status": "disconnected",
+                                "reason": "disconnected"},
+    "sync.completed": {"sync_id": "sync_01JD7Q4A2B3C4D5E6F7G8H9J0K", "kind": "incremental",
+                       "started_at": "2026-11-26T10:00:00Z",
+                       "finished_at": "2026-11-26T10:00:04Z",
+                       "entities": {"work_orders": {"created": 3, "updated": 12, "deleted": 1},
+                                    "assets": {"created": 0, "updated": 2, "deleted": 0}}},
+    "sync.failed": {"sync_id": "sync_01JD7Q4A2B3C4D5E6F7G8H9J0K", "kind": "incremental",
+                    "started_at": "2026-11-26T10:00:00Z", "finished_at": "2026-11-26T10:00:31Z",
+                    "error_code": "PROVIDER_UNAVAILABLE",
+                    "error_message": "The system answered 503 three times", "will_retry": True,
+                    "next_attempt_at": "2026-11-26T10:05:00Z"},
+    "connection.error": {"error_code": "PROVIDER_PERMISSION_DENIED",
+                         "message": "The API key may not read purchase orders",
+                         "entity": "purchase_orders"},
+    "webhook.test": {"endpoint_id": "ep_01JD7Q5B6C7D8E9F0G1H2J3K4L",
+                     "message": "This is a test event sent from maintlink."},
+    "webhook_endpoint.disabled": {"endpoint_id": "ep_01JD7Q5B6C7D8E9F0G1H2J3K4L",
+                                  "url": "https://hooks.example.com/maintlink",
+                                  "reason": "failing continuously since 2026-11-21T09:12:00Z",
+                                  "failing_since": "2026-11-21T09:12:00Z"},
+}
