@@ -141,12 +141,13 @@ def test_api_conforms_and_never_fails(live: _Live) -> None:
     assert len(operations) > 20
     for operation in operations:
         token = live.token if operation.path == "/api/v1/connection" else live.key
+        auth = {"Authorization": f"Bearer {token}"}
 
         @given(case=operation.as_strategy())
         @settings(max_examples=20, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
-        def check(case: Any) -> None:
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
+        def check(case: Any, auth: dict[str, str] = auth) -> None:
+            case.call_and_validate(headers=auth,
                                    excluded_checks=[positive_data_acceptance])
 
         try:
