@@ -15,7 +15,7 @@ from sqlalchemy import text
 from maintlink.api import errors as api_errors
 from maintlink.api.middleware import PlatformMiddleware
 from maintlink.api.ratelimit import limiter_for
-from maintlink.api.routes import connections, events, integrations, webhooks
+from maintlink.api.routes import connections, data, events, integrations, syncs, webhooks
 from maintlink.api.schemas import ErrorBody, Health
 from maintlink.config import Settings
 from maintlink.runtime import Runtime, build_runtime
@@ -37,6 +37,8 @@ def build_api_router() -> APIRouter:
     router.include_router(connections.router)
     router.include_router(webhooks.router)
     router.include_router(events.router)
+    router.include_router(syncs.router)
+    router.include_router(data.router)
     return router
 
 

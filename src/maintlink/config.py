@@ -72,6 +72,20 @@ class Settings(BaseSettings):
     webhook_response_body_bytes: int = Field(default=4096, ge=0)
     event_retention_days: int = Field(default=30, ge=1)
 
+    # Syncs and health checks.
+    sync_concurrency: int = Field(default=4, ge=1)  # syncs running at once per worker
+    sync_lease_seconds: int = Field(default=120, ge=5)
+    sync_overlap_seconds: int = Field(default=300, ge=0)  # incremental look-back
+    sync_retry_backoff: str = "2,10,30"  # waits before retrying a transient failure
+    sync_max_rate_limit_wait_seconds: float = Field(default=300, gt=0)
+    full_sync_interval_hours: float = Field(default=24, gt=0)  # deletion reconciliation
+    health_check_interval_seconds: float = Field(default=300, gt=0)
+    health_offline_after: int = Field(default=3, ge=1)  # failures in a row -> offline
+
+    @property
+    def sync_backoff(self) -> list[float]:
+        return [float(s) for s in self.sync_retry_backoff.split(",") if s.strip()]
+
     @property
     def retry_schedule(self) -> list[float]:
         return [float(s) for s in self.webhook_retry_schedule.split(",") if s.strip()]

@@ -99,6 +99,11 @@ CATALOG: dict[str, ErrorSpec] = {
         "The credentials work but lack a permission the integration needs.",
         "Ask the customer's administrator to grant the permission named in `message`.",
     ),
+    "PROVIDER_REJECTED": ErrorSpec(
+        422, "invalid_request_error",
+        "The maintenance system refused the write (a value it does not accept).",
+        "Show `message` (the system's reason) and correct the request.",
+    ),
     "PROVIDER_UNAVAILABLE": ErrorSpec(
         502, "provider_error", "The maintenance system could not be reached or failed.",
         "Retry later; check the instance URL if it persists.",
@@ -120,6 +125,20 @@ CATALOG: dict[str, ErrorSpec] = {
     "RATE_LIMIT_EXCEEDED": ErrorSpec(
         429, "rate_limit_error", "Too many requests with this token in the current minute.",
         "Wait `Retry-After` seconds; `RateLimit-*` headers show the budget.",
+    ),
+    "OPERATION_NOT_SUPPORTED": ErrorSpec(
+        501, "invalid_request_error",
+        "The connection's system does not support this write through its API.",
+        "Check `writable_entities` in `GET /api/v1/integrations/{slug}`.",
+    ),
+    "IDEMPOTENCY_KEY_REUSED": ErrorSpec(
+        422, "invalid_request_error",
+        "This `Idempotency-Key` was used before with a different request.",
+        "Use a new key for a new request; reuse a key only to retry the same request.",
+    ),
+    "IDEMPOTENCY_KEY_IN_USE": ErrorSpec(
+        409, "conflict_error", "A request with this `Idempotency-Key` is still in progress.",
+        "Retry after it finishes; the answer will be the first request's.",
     ),
     "SERVICE_UNAVAILABLE": ErrorSpec(
         503, "api_error", "maintlink cannot serve the request right now (store unreachable).",

@@ -335,3 +335,78 @@ class ConnectionWebhook(BaseModel):
 
 class ConnectionWebhookWithSecret(ConnectionWebhook):
     secret: str | None = Field(default=None, description="Present when the endpoint was created")
+
+
+# --- syncs, reauthorization, field mappings -----------------------------------------------
+
+class Reauthorize(Strict):
+    credentials: dict[str, str] = Field(description="New values for the credential fields")
+
+
+class SyncRequested(BaseModel):
+    object: Literal["sync_request"] = "sync_request"
+    connection_id: str
+    requested_at: datetime
+    status_url: str
+
+
+class SyncError(BaseModel):
+    code: str
+    message: str | None = None
+
+
+class Sync(BaseModel):
+    object: Literal["sync"] = "sync"
+    id: str
+    connection_id: str
+    kind: Literal["initial", "incremental", "full"]
+    status: Literal["running", "completed", "failed"]
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    entities: dict[str, dict[str, int]]
+    error: SyncError | None = None
+
+
+class SyncList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Sync]
+    next_cursor: str | None
+
+
+class EntitySyncStatus(BaseModel):
+    status: Literal["idle", "in_progress", "completed", "failed"]
+    last_successful_sync_at: datetime | None = None
+    records: int
+    data_fresh_as_of: datetime | None = Field(
+        default=None, description="Newest change at the source that the store holds")
+    last_error: str | None = None
+
+
+class SyncStatus(BaseModel):
+    object: Literal["sync_status"] = "sync_status"
+    connection_id: str
+    status: Literal["idle", "in_progress", "completed", "failed"]
+    last_sync_started_at: datetime | None = None
+    last_successful_sync_at: datetime | None = None
+    next_scheduled_sync_at: datetime | None = None
+    last_error: LastError | None = None
+    entities: dict[str, EntitySyncStatus]
+
+
+class EntityFieldMapping(Strict):
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Unified field -> dotted path in the raw record, e.g. `meta.plantCode`")
+    custom_fields: dict[str, str] = Field(
+        default_factory=dict, description="Custom field name -> dotted path in the raw record")
+
+
+class FieldMappings(BaseModel):
+    object: Literal["field_mappings"] = "field_mappings"
+    connection_id: str
+    mappings: dict[str, EntityFieldMapping]
+
+
+class FieldMappingsUpdate(Strict):
+    mappings: dict[str, EntityFieldMapping]

@@ -9,11 +9,11 @@ the system.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
 
@@ -75,6 +75,40 @@ class AccountInfo:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+class CredentialStore(Protocol):
+    """Where a connector reads and renews its stored credentials (OAuth2 tokens).
+
+    The domain's implementation serializes `refresh` per connection across every worker
+    (a row lock in the store), re-reads the credentials under that lock, and calls `renew`
+    only if they are still the ones the caller saw, so one refresh happens at a time and a
+    refresh token is never used twice.
+    """
+
+    async def refresh(
+        self,
+        seen: Mapping[str, Any],
+        renew: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
+    ) -> Mapping[str, Any]:
+        """Return current credentials: `renew(current)` persisted, or what another worker
+        stored meanwhile. `renew` raising ConnectorError(AUTH) means reauthorization."""
+        ...
+
+
+class MemoryCredentialStore:
+    """For connectors not yet stored (credential checks while connecting)."""
+
+    def __init__(self) -> None:
+        self.saved: Mapping[str, Any] | None = None
+
+    async def refresh(
+        self,
+        seen: Mapping[str, Any],
+        renew: Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]],
+    ) -> Mapping[str, Any]:
+        self.saved = await renew(seen)
+        return self.saved
+
+
 @dataclass
 class Page:
     records: list[dict[str, Any]]
@@ -91,16 +125,21 @@ class Connector:
     entities: ClassVar[tuple[str, ...]] = ENTITIES
     writable_entities: ClassVar[tuple[str, ...]] = ()
     docs_url: ClassVar[str | None] = None
+    # False: the system never reports deletions in its change feed, so the sync engine
+    # finds them by periodic full reconciliation (ids no longer listed).
+    reports_deletions: ClassVar[bool] = True
 
     def __init__(
         self,
         credentials: Mapping[str, Any],
         http: httpx.AsyncClient,
         settings: Mapping[str, Any] | None = None,
+        credential_store: CredentialStore | None = None,
     ) -> None:
         self.credentials = dict(credentials)
         self.http = http
         self.settings = dict(settings or {})
+        self.credential_store: CredentialStore = credential_store or MemoryCredentialStore()
 
     async def validate(self) -> AccountInfo:
         """Check the credentials against the system; raise ConnectorError when refused."""
@@ -117,5 +156,17 @@ class Connector:
         raise NotImplementedError
 
     def map_record(self, entity: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-        """Map one raw record to the unified model's fields."""
+        """Map one raw record to the unified model's fields, plus `remote_id`, `created_at`,
+        `updated_at` and `remote_deleted_at` (aware datetimes or None)."""
         raise NotImplementedError
+
+    async def create(self, entity: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Create from unified fields; returns the system's raw record. ValueError for
+        fields the system cannot take; ConnectorError when it refuses."""
+        raise ValueError(f"{self.name} cannot create {entity}")
+
+    async def update(
+        self, entity: str, remote_id: str, fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Update from unified fields; returns the system's raw record."""
+        raise ValueError(f"{self.name} cannot update {entity}")

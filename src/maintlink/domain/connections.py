@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -246,7 +246,7 @@ async def create_connection(
     webhook: Mapping[str, Any] | None = None,
 ) -> tuple[Row[Any], str]:
     """Store an already validated connection; returns (row, token shown once)."""
-    now = utcnow()
+    now = rt.clock()
     connection_id = new_id("conn")
     token = new_token(CONNECTION_TOKEN_PREFIX)
     await conn.execute(
@@ -272,6 +272,9 @@ async def create_connection(
             event_sequence=0,
             created_at=now,
             updated_at=now,
+            next_sync_at=now,  # the initial sync starts at once
+            next_health_check_at=now + timedelta(
+                seconds=rt.settings.health_check_interval_seconds),
         )
     )
     await _record(conn, account_id, connection_id, None, Status.ACTIVE, "connected", None, now)
@@ -290,6 +293,49 @@ async def create_connection(
               "remote_account": {"id": account_info.remote_account_id,
                                  "name": account_info.remote_account_name}},
     )
+    return await get_connection(conn, connection_id), token
+
+
+async def reauthorize(
+    conn: AsyncConnection,
+    rt: Runtime,
+    *,
+    account_id: str,
+    connection_id: str,
+    credentials: Mapping[str, Any],
+    account_info: AccountInfo,
+) -> tuple[Row[Any], str]:
+    """New, already validated credentials for an existing connection: same id, history and
+    data; a new token (the old one stops working); back to `active`; an incremental sync
+    starts at once."""
+    row = await get_connection(conn, connection_id, account_id=account_id, for_update=True)
+    current = Status(row.status)
+    if current is Status.DISCONNECTED:
+        raise MaintlinkError(
+            "CONNECTION_NOT_ACTIVE",
+            "A disconnected connection cannot be reauthorized; create a new connection.")
+    now = rt.clock()
+    token = new_token(CONNECTION_TOKEN_PREFIX)
+    await conn.execute(update(connections).where(connections.c.id == connection_id).values(
+        credentials_encrypted=rt.cipher.encrypt_json(dict(credentials)),
+        remote_account={"id": account_info.remote_account_id,
+                        "name": account_info.remote_account_name},
+        token_hash=hash_token(token), token_hint=token_hint(token), token_issued_at=now,
+        consecutive_failures=0, last_error_code=None, last_error_message=None,
+        last_error_at=None, last_checked_at=now, open_errors=None,
+        next_sync_at=now, sync_requested_at=now, updated_at=now,
+        next_health_check_at=now + timedelta(seconds=rt.settings.health_check_interval_seconds),
+    ))
+    if current is Status.REAUTH_REQUIRED:
+        await transition(conn, connection_id, Status.ACTIVE, reason="reauthorized", now=now)
+    else:
+        if current is Status.OFFLINE:
+            await transition(conn, connection_id, Status.ACTIVE, reason="reauthorized", now=now)
+        await events.emit(
+            conn, account_id=account_id, type="connection.reauthorized",
+            connection_id=connection_id, customer_id=row.customer_external_id, now=now,
+            data={"previous_status": current.value, "reason": "reauthorized"})
+    await events.notify(conn)
     return await get_connection(conn, connection_id), token
 
 

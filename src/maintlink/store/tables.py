@@ -82,6 +82,15 @@ connections = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("disconnected_at", UTCDateTime),
+    # Scheduling of background work; a sync runs under a lease so one runs at a time.
+    Column("next_sync_at", UTCDateTime),
+    Column("sync_requested_at", UTCDateTime),
+    Column("next_health_check_at", UTCDateTime),
+    Column("next_full_sync_at", UTCDateTime),
+    Column("sync_lease_owner", String(64)),
+    Column("sync_lease_expires_at", UTCDateTime),
+    Column("field_mappings", JSONType),
+    Column("open_errors", JSONType),  # codes of connection.error already raised
     Index(None, "account_id", "id"),
     Index(None, "account_id", "status"),
     Index(None, "customer_id"),
@@ -115,8 +124,55 @@ records = Table(
     Column("remote_updated_at", UTCDateTime),
     Column("modified_at", UTCDateTime, nullable=False),
     Column("deleted_at", UTCDateTime),
+    Column("data_hash", String(64)),  # of data + remote_data: unchanged pages write nothing
+    Column("last_seen_sync_id", String(40)),  # full reconciliation: who saw it last
     UniqueConstraint("connection_id", "entity", "remote_id"),
     Index(None, "connection_id", "entity", "modified_at", "id"),
+)
+
+syncs = Table(
+    "syncs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("connection_id", String(40), ForeignKey("connections.id"), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),  # initial | incremental | full
+    Column("status", String(16), nullable=False),  # running | completed | failed
+    Column("trigger", String(16), nullable=False),  # schedule | manual | reauthorized
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("entities", JSONType, nullable=False),  # {entity: {created, updated, deleted}}
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("attempts", Integer, nullable=False, default=1),
+    Index(None, "connection_id", "id"),
+)
+
+# Per connection and entity: where incremental syncs start, and how a run resumes.
+sync_states = Table(
+    "sync_states",
+    metadata,
+    Column("connection_id", String(40), ForeignKey("connections.id"), primary_key=True),
+    Column("entity", String(32), primary_key=True),
+    Column("high_water_mark", UTCDateTime),
+    Column("last_successful_sync_at", UTCDateTime),
+    Column("status", String(16), nullable=False),  # idle | in_progress | completed | failed
+    Column("sync_id", String(40)),  # the run a checkpoint belongs to
+    Column("resume_cursor", Text),
+    Column("run_high_water_mark", UTCDateTime),  # newest change seen by the running sync
+    Column("last_error", Text),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("connection_id", String(40), ForeignKey("connections.id"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer),  # null while the first request is in flight
+    Column("response", JSONType),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "created_at"),
 )
 
 # Fixed one-minute windows, shared by every API process through the store.

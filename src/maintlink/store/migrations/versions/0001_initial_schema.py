@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 19:36:50.638622
+Create Date: 2026-11-26 19:49:51.424348
 """
 
 from collections.abc import Sequence
@@ -140,6 +140,30 @@ def upgrade() -> None:
         sa.Column(
             "disconnected_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
         ),
+        sa.Column("next_sync_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "sync_requested_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "next_health_check_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "next_full_sync_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("sync_lease_owner", sa.String(length=64), nullable=True),
+        sa.Column(
+            "sync_lease_expires_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "field_mappings",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
+            "open_errors",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
         sa.ForeignKeyConstraint(
             ["account_id"], ["accounts.id"], name=op.f("fk_connections_account_id_accounts")
         ),
@@ -185,6 +209,30 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "idempotency_keys",
+        sa.Column("connection_id", sa.String(length=40), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column(
+            "response",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("created_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_idempotency_keys_connection_id_connections"),
+        ),
+        sa.PrimaryKeyConstraint("connection_id", "key", name=op.f("pk_idempotency_keys")),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_idempotency_keys_created_at"), ["created_at"], unique=False
+        )
+
+    op.create_table(
         "records",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("connection_id", sa.String(length=40), nullable=False),
@@ -208,6 +256,8 @@ def upgrade() -> None:
         ),
         sa.Column("modified_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("deleted_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("data_hash", sa.String(length=64), nullable=True),
+        sa.Column("last_seen_sync_id", sa.String(length=40), nullable=True),
         sa.ForeignKeyConstraint(
             ["connection_id"], ["connections.id"], name=op.f("fk_records_connection_id_connections")
         ),
@@ -224,6 +274,60 @@ def upgrade() -> None:
             batch_op.f("ix_records_connection_id_entity_modified_at_id"),
             ["connection_id", "entity", "modified_at", "id"],
             unique=False,
+        )
+
+    op.create_table(
+        "sync_states",
+        sa.Column("connection_id", sa.String(length=40), nullable=False),
+        sa.Column("entity", sa.String(length=32), nullable=False),
+        sa.Column(
+            "high_water_mark", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column(
+            "last_successful_sync_at",
+            maintlink.store.types.UTCDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("sync_id", sa.String(length=40), nullable=True),
+        sa.Column("resume_cursor", sa.Text(), nullable=True),
+        sa.Column(
+            "run_high_water_mark", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_sync_states_connection_id_connections"),
+        ),
+        sa.PrimaryKeyConstraint("connection_id", "entity", name=op.f("pk_sync_states")),
+    )
+    op.create_table(
+        "syncs",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column("started_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "entities",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("error_code", sa.String(length=64), nullable=True),
+        sa.Column("error_message", sa.Text(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["connection_id"], ["connections.id"], name=op.f("fk_syncs_connection_id_connections")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_syncs")),
+    )
+    with op.batch_alter_table("syncs", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_syncs_connection_id_id"), ["connection_id", "id"], unique=False
         )
 
     op.create_table(
@@ -386,10 +490,19 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_webhook_endpoints_account_id_id"))
 
     op.drop_table("webhook_endpoints")
+    with op.batch_alter_table("syncs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_syncs_connection_id_id"))
+
+    op.drop_table("syncs")
+    op.drop_table("sync_states")
     with op.batch_alter_table("records", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_records_connection_id_entity_modified_at_id"))
 
     op.drop_table("records")
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
+
+    op.drop_table("idempotency_keys")
     with op.batch_alter_table("connection_transitions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_connection_transitions_connection_id_at"))
 

@@ -1,0 +1,202 @@
+"""Synced records: idempotent upserts from connector pages, and reads for the data API.
+
+A record's `data` holds the unified fields; `remote_data` the raw record. `modified_at` is
+our own change time, moved only when the record really changed, so `modified_after` gives
+clients exactly what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Row, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from maintlink.ids import new_id
+from maintlink.store.tables import records
+
+# Unified fields kept outside `data` (they have columns of their own).
+_COMMON = ("remote_id", "created_at", "updated_at", "remote_deleted_at")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__}")
+
+
+def jsonable(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value, default=_default))
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.deleted += other.deleted
+
+    def as_dict(self) -> dict[str, int]:
+        return {"created": self.created, "updated": self.updated, "deleted": self.deleted}
+
+
+@dataclass
+class Mapped:
+    remote_id: str
+    data: dict[str, Any]
+    remote_data: dict[str, Any]
+    remote_created_at: datetime | None
+    remote_updated_at: datetime | None
+    remote_deleted_at: datetime | None
+
+    @property
+    def digest(self) -> str:
+        raw = orjson.dumps([self.data, self.remote_data, self.remote_deleted_at],
+                           option=orjson.OPT_SORT_KEYS, default=_default)
+        return hashlib.sha256(raw).hexdigest()
+
+
+def to_mapped(fields: Mapping[str, Any], raw: Mapping[str, Any]) -> Mapped:
+    data = {k: v for k, v in fields.items() if k not in _COMMON}
+    return Mapped(
+        remote_id=str(fields["remote_id"]),
+        data=jsonable(data),
+        remote_data=jsonable(dict(raw)),
+        remote_created_at=fields.get("created_at"),
+        remote_updated_at=fields.get("updated_at"),
+        remote_deleted_at=fields.get("remote_deleted_at"),
+    )
+
+
+async def upsert(
+    conn: AsyncConnection, connection_id: str, entity: str, items: Sequence[Mapped],
+    now: datetime, *, sync_id: str | None = None,
+) -> Counts:
+    """Insert new records, update changed ones, leave identical ones alone; counts what
+    happened. Idempotent: the same page twice changes nothing the second time."""
+    counts = Counts()
+    if not items:
+        return counts
+    by_id: dict[str, Mapped] = {m.remote_id: m for m in items}  # last one wins in a page
+    existing = {
+        r.remote_id: r for r in await conn.execute(
+            select(records.c.id, records.c.remote_id, records.c.data_hash, records.c.deleted_at)
+            .where(records.c.connection_id == connection_id, records.c.entity == entity,
+                   records.c.remote_id.in_(list(by_id))))
+    }
+    inserts: list[dict[str, Any]] = []
+    for remote_id, m in by_id.items():
+        digest = m.digest
+        deleted_at = (m.remote_deleted_at or now) if m.remote_deleted_at else None
+        old = existing.get(remote_id)
+        if old is None:
+            if deleted_at is not None:
+                continue  # never seen and already gone: nothing to tell anyone
+            inserts.append({
+                "id": new_id("rec"), "connection_id": connection_id, "entity": entity,
+                "remote_id": remote_id, "data": m.data, "remote_data": m.remote_data,
+                "remote_created_at": m.remote_created_at,
+                "remote_updated_at": m.remote_updated_at, "modified_at": now,
+                "deleted_at": None, "data_hash": digest, "last_seen_sync_id": sync_id,
+            })
+            counts.created += 1
+            continue
+        if old.data_hash == digest and (old.deleted_at is None) == (deleted_at is None):
+            continue
+        await conn.execute(update(records).where(records.c.id == old.id).values(
+            data=m.data, remote_data=m.remote_data, remote_created_at=m.remote_created_at,
+            remote_updated_at=m.remote_updated_at, modified_at=now, deleted_at=deleted_at,
+            data_hash=digest))
+        if deleted_at is not None and old.deleted_at is None:
+            counts.deleted += 1
+        else:
+            counts.updated += 1
+    if inserts:
+        await conn.execute(records.insert(), inserts)
+    if sync_id is not None:
+        await conn.execute(update(records).where(
+            records.c.connection_id == connection_id, records.c.entity == entity,
+            records.c.remote_id.in_(list(by_id))).values(last_seen_sync_id=sync_id))
+    return counts
+
+
+async def mark_unseen_deleted(
+    conn: AsyncConnection, connection_id: str, entity: str, sync_id: str,
+    window_start: datetime | None, now: datetime,
+) -> int:
+    """After a full listing: records it did not return are gone at the source. Records
+    older than the listing's window cannot be judged and are left alone."""
+    cond = and_(
+        records.c.connection_id == connection_id, records.c.entity == entity,
+        records.c.deleted_at.is_(None),
+        (records.c.last_seen_sync_id.is_(None)) | (records.c.last_seen_sync_id != sync_id),
+    )
+    if window_start is not None:
+        cond = and_(cond, records.c.remote_updated_at >= window_start)
+    result = await conn.execute(update(records).where(cond).values(
+        deleted_at=now, modified_at=now))
+    return int(result.rowcount or 0)
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+def record_view(
+    row: Row[Any], object_type: str, *, include_remote_data: bool,
+    mapping: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    data = dict(row.data)
+    if mapping:
+        data = apply_field_mapping(data, row.remote_data or {}, mapping)
+    out = {
+        "object": object_type,
+        "id": row.id,
+        "remote_id": row.remote_id,
+        "created_at": row.remote_created_at,
+        "updated_at": row.remote_updated_at,
+        "modified_at": row.modified_at,
+        "deleted_at": row.deleted_at,
+        **data,
+    }
+    if include_remote_data:
+        out["remote_data"] = row.remote_data
+    return out
+
+
+def _lookup(raw: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(raw, Mapping):
+            raw = raw.get(part)
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return None
+    return raw
+
+
+def apply_field_mapping(
+    data: dict[str, Any], remote: Mapping[str, Any], mapping: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`{"fields": {unified: "raw.path"}, "custom_fields": {name: "raw.path"}}`."""
+    out = dict(data)
+    for name, path in (mapping.get("fields") or {}).items():
+        out[name] = _lookup(remote, path)
+    custom = dict(out.get("custom_fields") or {})
+    for name, path in (mapping.get("custom_fields") or {}).items():
+        custom[name] = _lookup(remote, path)
+    if custom or "custom_fields" in out:
+        out["custom_fields"] = custom
+    return out

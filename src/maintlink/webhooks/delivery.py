@@ -1,0 +1,729 @@
+"""The delivery worker: claims due deliveries, signs and POSTs them, records every attempt.
+
+How it keeps its promises:
+
+* **At least once.** A delivery is claimed under a lease (``lease_owner``, ``lease_expires_at``)
+  in one short transaction; its outcome is written with the attempt log in another, and only while
+  the lease is still ours. A worker that dies mid-request leaves a ``delivering`` row whose lease
+  runs out; any worker then claims it again. Nothing is recorded twice.
+* **Many workers, one store.** PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``, so workers on
+  many machines never hold the same delivery at once; SQLite serialises writers, so the same
+  ``UPDATE ... RETURNING`` is atomic there.
+* **Fast.** PostgreSQL ``LISTEN maintlink_deliveries`` (SQLite: ``wakeup``) wakes the worker when
+  an event commits; a poll every second is the safety net.
+* **Isolation.** At most ``webhook_endpoint_concurrency`` requests per endpoint and
+  ``webhook_worker_concurrency`` in all are in flight; an endpoint at its cap is left out of the
+  claim, so a dead endpoint only ever occupies its own slots.
+
+Outcomes: any 2xx succeeds; anything else fails with a kind (``FAILURE_KINDS``) and is retried on
+the schedule in ``schedule.py`` until it is exhausted. 410 Gone, or failing continuously for
+``webhook_disable_after_hours``, disables the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import secrets
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from sqlalchemy import Row, and_, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from maintlink.domain.endpoints import disable_endpoint, signing_secrets
+from maintlink.domain.events import NOTIFY_CHANNEL
+from maintlink.ids import new_id
+from maintlink.runtime import Runtime
+from maintlink.store.tables import attempts, deliveries, events, webhook_endpoints
+from maintlink.webhooks import signing, urls, wakeup
+from maintlink.webhooks.schedule import retry_delay
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from maintlink.worker import Job
+
+__all__ = [
+    "FAILURE_KINDS",
+    "USER_AGENT",
+    "DeliveryWorker",
+    "Outcome",
+    "make_job",
+    "purge_expired",
+]
+
+log = logging.getLogger("maintlink.webhooks.delivery")
+
+USER_AGENT = "maintlink-webhooks/0.1"
+
+HTTP_STATUS = "HTTP_STATUS"
+REDIRECT = "REDIRECT"
+TIMEOUT = "TIMEOUT"
+TLS_ERROR = "TLS_ERROR"
+CONNECTION_ERROR = "CONNECTION_ERROR"
+FORBIDDEN_ADDRESS = "FORBIDDEN_ADDRESS"
+INVALID_URL = "INVALID_URL"
+# Our side could not build the request (an undecryptable secret, say).
+INTERNAL_ERROR = "INTERNAL_ERROR"
+FAILURE_KINDS = frozenset({HTTP_STATUS, REDIRECT, TIMEOUT, TLS_ERROR, CONNECTION_ERROR,
+                           FORBIDDEN_ADDRESS, INVALID_URL, INTERNAL_ERROR})
+
+# After an empty wake-up, look again this much later: SQLite's wake-up precedes the commit.
+RECHECK_DELAYS = (0.05, 0.25)
+# A lease must outlast the request it covers, with this much to spare.
+LEASE_MARGIN_SECONDS = 5.0
+# Past the logged prefix, read at most this much more to keep the connection reusable.
+DRAIN_BYTES = 64 * 1024
+MAX_ERROR_CHARS = 2000
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one HTTP attempt came to."""
+
+    success: bool
+    status_code: int | None = None
+    failure_kind: str | None = None
+    error: str | None = None
+    response_body: str | None = None
+    retry_after: str | None = None
+    duration_ms: int = 0
+
+
+@dataclass
+class _Claimed:
+    id: str
+    event_id: str
+    endpoint_id: str
+    account_id: str
+    body: str
+    attempt_count: int
+    trigger: str
+    lease_expires_at: datetime
+    endpoint: Row[Any]
+
+
+class _TokenBucket:
+    """``rate`` requests per second on average, bursts of up to ``rate`` (real time)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._tokens = float(rate)
+        self._at = time.monotonic()
+
+    async def take(self) -> None:
+        while True:
+            now = time.monotonic()
+            self._tokens = min(float(self.rate), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            await asyncio.sleep((1 - self._tokens) / self.rate)
+
+
+def _set_event(event: asyncio.Event, *_args: object) -> None:
+    event.set()
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def postgres_dsn(url: URL) -> str:
+    """A libpq-style DSN for asyncpg from the engine's SQLAlchemy URL."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# --- the HTTP side ----------------------------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc``, what it wraps (aiohttp's ``os_error``) and its causes, without cycles."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo += [getattr(item, "os_error", None), item.__cause__, item.__context__]
+    return seen
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """The failure kind and a readable message for an exception raised while sending."""
+    chain = _chain(exc)
+    for item in chain:
+        if isinstance(item, urls.ForbiddenAddressError):
+            return FORBIDDEN_ADDRESS, str(item)
+    for item in chain:
+        if isinstance(item, aiohttp.ClientSSLError | ssl.SSLError | ssl.CertificateError):
+            return TLS_ERROR, str(item) or type(item).__name__
+    for item in chain:
+        if isinstance(item, TimeoutError):
+            return TIMEOUT, "no complete answer within the timeout"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return INVALID_URL, f"invalid URL: {exc}"
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return CONNECTION_ERROR, str(exc) or type(exc).__name__
+    return INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first ``limit`` bytes of the answer; drain a little more so the connection can be
+    reused, and drop the connection rather than read a huge body."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = await resp.content.read(limit - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    drained = 0
+    while not resp.content.at_eof() and drained <= DRAIN_BYTES:
+        chunk = await resp.content.read(DRAIN_BYTES)
+        if not chunk:
+            break
+        drained += len(chunk)
+    if not resp.content.at_eof():
+        resp.close()
+    return bytes(buf)
+
+
+def _url_problem(url: str, allow_http: bool) -> str | None:
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return "the endpoint URL cannot be parsed"
+    if scheme == "http" and not allow_http:
+        return "plain http:// is not allowed (MAINTLINK_WEBHOOK_ALLOW_HTTP is off)"
+    if scheme not in ("http", "https"):
+        return f"unsupported URL scheme {scheme!r}"
+    return None
+
+
+# --- the worker ---------------------------------------------------------------------------------
+
+
+class DeliveryWorker:
+    """One delivery worker. Run as many as needed, in one process or many.
+
+    ``run()`` works until ``stop()``; ``run_once()`` claims one batch, delivers it and returns
+    how many it claimed (tests drive the worker with it and a fake ``rt.clock``).
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        worker_id: str | None = None,
+        *,
+        batch_size: int = 100,
+        poll_interval: float = 1.0,
+        shutdown_grace: float | None = None,
+        rng: random.Random | None = None,
+        listen: bool = True,
+    ) -> None:
+        self.rt = rt
+        self.settings = rt.settings
+        self.worker_id = (worker_id or _default_worker_id())[:64]
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        # In-flight requests are given this long to finish when stopping, then abandoned.
+        self.shutdown_grace = (shutdown_grace if shutdown_grace is not None
+                               else self.settings.webhook_timeout_seconds + 1)
+        self.rng = rng or random.Random()  # jitter, not security
+        self.listen = listen
+        self._allowed = urls.parse_allowed_networks(self.settings.webhook_allowed_networks)
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight: dict[str, int] = {}
+        self._buckets: dict[str, _TokenBucket] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._claim_lock = asyncio.Lock()
+        self._saturated = False
+        self._stop = asyncio.Event()
+        self._kick = asyncio.Event()
+        self.ready = asyncio.Event()  # wake-ups are armed (SQLite: registered; PG: listening)
+        self.attempted = 0  # attempts recorded by this worker
+
+    # -- lifecycle --
+
+    async def __aenter__(self) -> DeliveryWorker:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish (safe from a signal handler)."""
+        self._stop.set()
+        self._kick.set()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._in_flight.values())
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``; then let in-flight requests finish (``shutdown_grace``)."""
+        sqlite = self.rt.dialect != "postgresql"
+        if sqlite:
+            self._kick = wakeup.register()
+            self.ready.set()
+        listener = (asyncio.create_task(self._listen(), name=f"listen:{self.worker_id}")
+                    if self.listen and not sqlite else None)
+        log.info("delivery worker %s started", self.worker_id)
+        try:
+            await self._loop()
+        finally:
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+            if sqlite:
+                wakeup.unregister(self._kick)
+            self.ready.clear()
+            await self._drain()
+            await self.aclose()
+            log.info("delivery worker %s stopped", self.worker_id)
+
+    async def _loop(self) -> None:
+        rechecks: list[float] = []
+        while not self._stop.is_set():
+            self._kick.clear()  # a kick during the claim stays set: no wake-up is lost
+            try:
+                claimed = len(await self._claim_and_dispatch())
+            except Exception:
+                log.exception("claiming deliveries failed")
+                claimed = 0
+                rechecks.clear()
+            if claimed:
+                rechecks.clear()
+                await asyncio.sleep(0)  # more may be due: claim again once the tasks started
+                continue
+            delay = rechecks.pop(0) if rechecks else self.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), delay)
+                rechecks = list(RECHECK_DELAYS)
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        # Whatever was cut short goes back to the queue now instead of when its lease ends.
+        with contextlib.suppress(Exception):
+            now = self.rt.clock()
+            async with self.rt.engine.begin() as conn:
+                await conn.execute(update(deliveries).where(
+                    deliveries.c.lease_owner == self.worker_id,
+                    deliveries.c.status == "delivering",
+                ).values(status="pending", lease_owner=None, lease_expires_at=None,
+                         updated_at=now))
+
+    async def run_once(self) -> int:
+        """Claim one batch, deliver it, and return how many deliveries were claimed."""
+        tasks = await self._claim_and_dispatch()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
+    # -- wake-ups (PostgreSQL) --
+
+    def _on_notify(self, *_args: object) -> None:
+        self._kick.set()
+
+    async def _listen(self) -> None:
+        """Hold a LISTEN connection; reconnect when it is lost."""
+        import asyncpg
+
+        dsn = postgres_dsn(self.rt.engine.url)
+        backoff = 0.2
+        while not self._stop.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=10)
+                lost = asyncio.Event()
+                conn.add_termination_listener(functools.partial(_set_event, lost))
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                backoff = 0.2
+                self.ready.set()
+                self._kick.set()  # events committed while we were not listening
+                await self._watch(conn, lost)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("LISTEN %s connection failed: %s", NOTIFY_CHANNEL, exc)
+            finally:
+                self.ready.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Event) -> None:
+        # A dead network is silent: ping now and then instead of waiting for ever.
+        while not self._stop.is_set() and not lost.is_set() and not conn.is_closed():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), 15)
+                return
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), 5)
+
+    # -- claiming --
+
+    @staticmethod
+    def _due(now: datetime, table: Any = deliveries) -> Any:
+        d = table.c
+        return or_(
+            and_(d.status == "pending", d.next_attempt_at <= now),
+            and_(d.status == "delivering", d.lease_expires_at < now),  # a crashed worker's
+        )
+
+    async def _claim_and_dispatch(self) -> list[asyncio.Task[None]]:
+        async with self._claim_lock:
+            free = self.settings.webhook_worker_concurrency - self.in_flight
+            limit = min(self.batch_size, free)
+            if limit <= 0:
+                self._saturated = True
+                return []
+            claimed = await self._claim(limit)
+            tasks = []
+            for job in claimed:
+                self._in_flight[job.endpoint_id] = self._in_flight.get(job.endpoint_id, 0) + 1
+                task = asyncio.create_task(self._deliver(job), name=f"deliver:{job.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                tasks.append(task)
+            cap = self.settings.webhook_endpoint_concurrency
+            self._saturated = (len(claimed) >= limit
+                               or any(n >= cap for n in self._in_flight.values()))
+            return tasks
+
+    def _claim_statement(self, now: datetime, limit: int, lease_until: datetime) -> Any:
+        d, e = deliveries, webhook_endpoints
+        cap = self.settings.webhook_endpoint_concurrency
+        full = [eid for eid, n in self._in_flight.items() if n >= cap]
+        partial = {eid: cap - n for eid, n in self._in_flight.items() if 0 < n < cap}
+        room_left: Any = (case(partial, value=d.c.endpoint_id, else_=cap) if partial
+                          else literal(cap))
+        rate = e.c.rate_limit_per_second
+        # Per endpoint and claim: no more than its free slots, nor than a second of its rate.
+        room = case((and_(rate.is_not(None), rate > 0, rate < room_left), rate), else_=room_left)
+        candidates = (
+            select(d.c.id, d.c.endpoint_id, d.c.next_attempt_at, room.label("room"))
+            .select_from(d.join(e, e.c.id == d.c.endpoint_id))
+            .where(self._due(now), e.c.status == "enabled")
+            .order_by(d.c.next_attempt_at, d.c.id)
+            .limit(limit * 4 + cap)
+        )
+        if full:
+            candidates = candidates.where(d.c.endpoint_id.not_in(full))
+        cand = candidates.subquery("cand")
+        ranked = select(
+            cand.c.id, cand.c.room,
+            func.row_number().over(partition_by=cand.c.endpoint_id,
+                                   order_by=(cand.c.next_attempt_at, cand.c.id)).label("rn"),
+        ).subquery("ranked")
+        chosen = select(ranked.c.id).where(ranked.c.rn <= ranked.c.room)
+        # The due test is repeated on the locked rows themselves: PostgreSQL re-checks it
+        # against the newest version, so a row another worker just claimed is skipped.
+        mine = d.alias("mine")  # an alias, so the subquery is not correlated to the UPDATE
+        locked = (select(mine.c.id).where(mine.c.id.in_(chosen), self._due(now, mine))
+                  .order_by(mine.c.next_attempt_at).limit(limit)
+                  .with_for_update(skip_locked=True))
+        return (
+            update(d).where(d.c.id.in_(locked), self._due(now))
+            .values(status="delivering", lease_owner=self.worker_id,
+                    lease_expires_at=lease_until, updated_at=now)
+            .returning(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.account_id, d.c.body,
+                       d.c.attempt_count, d.c.trigger)
+        )
+
+    async def _claim(self, limit: int) -> list[_Claimed]:
+        e = webhook_endpoints
+        now = self.rt.clock()
+        lease_until = now + timedelta(seconds=self.settings.webhook_lease_seconds)
+        stmt = self._claim_statement(now, limit, lease_until)
+        async with self.rt.engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+            if not rows:
+                return []
+            endpoint_ids = {r.endpoint_id for r in rows}
+            endpoints = {ep.id: ep for ep in await conn.execute(
+                select(e).where(e.c.id.in_(endpoint_ids)))}
+        return [
+            _Claimed(id=r.id, event_id=r.event_id, endpoint_id=r.endpoint_id,
+                     account_id=r.account_id, body=r.body, attempt_count=r.attempt_count,
+                     trigger=r.trigger, lease_expires_at=lease_until,
+                     endpoint=endpoints[r.endpoint_id])
+            for r in rows if r.endpoint_id in endpoints
+        ]
+
+    # -- delivering --
+
+    async def _deliver(self, job: _Claimed) -> None:
+        try:
+            rate = job.endpoint.rate_limit_per_second
+            if rate and rate > 0:
+                bucket = self._buckets.get(job.endpoint_id)
+                if bucket is None or bucket.rate != rate:
+                    bucket = self._buckets[job.endpoint_id] = _TokenBucket(rate)
+                await bucket.take()
+            if not await self._keep_lease(job):
+                log.info("delivery %s was taken over by another worker", job.id)
+                return
+            started_at = self.rt.clock()
+            outcome = await self._attempt(job, started_at)
+            await self._record(job, started_at, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease runs out and the delivery is tried again: at least once, never lost.
+            log.exception("delivery %s could not be completed", job.id)
+        finally:
+            left = self._in_flight.get(job.endpoint_id, 1) - 1
+            if left > 0:
+                self._in_flight[job.endpoint_id] = left
+            else:
+                self._in_flight.pop(job.endpoint_id, None)
+            if self._saturated:
+                self._kick.set()  # a slot is free: claim what was left out
+
+    async def _keep_lease(self, job: _Claimed) -> bool:
+        """Extend the lease if it could run out during the request; False if it is lost."""
+        now = self.rt.clock()
+        timeout = self.settings.webhook_timeout_seconds
+        if job.lease_expires_at >= now + timedelta(seconds=timeout + LEASE_MARGIN_SECONDS):
+            return True
+        until = now + timedelta(seconds=max(self.settings.webhook_lease_seconds,
+                                            timeout + LEASE_MARGIN_SECONDS))
+        async with self.rt.engine.begin() as conn:
+            row = (await conn.execute(update(deliveries).where(
+                deliveries.c.id == job.id, deliveries.c.lease_owner == self.worker_id,
+                deliveries.c.status == "delivering",
+            ).values(lease_expires_at=until).returning(deliveries.c.id))).first()
+        job.lease_expires_at = until
+        return row is not None
+
+    def _session_for_delivery(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = urls.make_connector(
+                allowed_networks=self._allowed,
+                ssl_context=urls.make_ssl_context(self.settings.webhook_ca_bundle),
+                limit=self.settings.webhook_worker_concurrency,
+                limit_per_host=self.settings.webhook_endpoint_concurrency,
+            )
+            # No cookies carried between receivers, no proxies from the environment.
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        return self._session
+
+    def _headers(self, job: _Claimed, timestamp: int, body: bytes, now: datetime) -> dict[str, str]:
+        ep = job.endpoint
+        headers = {str(k): str(v) for k, v in (ep.headers or {}).items()}
+        headers.update({
+            "webhook-id": job.event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signing.signature_header(
+                signing_secrets(self.rt, ep, now), job.event_id, timestamp, body),
+            "Maintlink-Version": ep.api_version,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        })
+        return headers
+
+    async def _attempt(self, job: _Claimed, now: datetime) -> Outcome:
+        started = time.monotonic()
+
+        def took() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        url = job.endpoint.url
+        problem = _url_problem(url, self.settings.webhook_allow_http)
+        if problem is not None:
+            return Outcome(False, failure_kind=INVALID_URL, error=problem, duration_ms=took())
+        try:
+            body = job.body.encode()
+            headers = self._headers(job, int(now.timestamp()), body, now)
+            urls.check_literal_host(url, self._allowed)
+            timeout = self.settings.webhook_timeout_seconds
+            # aiohttp's total timeout covers connect, TLS and the answer; the outer one is a
+            # backstop for anything that escapes it (a resolver thread, say).
+            async with asyncio.timeout(timeout + 2):
+                return await self._post(url, headers, body, timeout, took)
+        except Exception as exc:
+            kind, message = classify(exc)
+            if kind == INTERNAL_ERROR:
+                log.exception("delivery %s: unexpected error", job.id)
+            return Outcome(False, failure_kind=kind, error=message[:MAX_ERROR_CHARS],
+                           duration_ms=took())
+
+    async def _post(
+        self, url: str, headers: Mapping[str, str], body: bytes, total_seconds: float,
+        took: Callable[[], int],
+    ) -> Outcome:
+        session = self._session_for_delivery()
+        async with session.post(url, data=body, headers=headers, allow_redirects=False,
+                                timeout=aiohttp.ClientTimeout(total=total_seconds)) as resp:
+            status = resp.status
+            error: str | None = None
+            try:
+                raw = await _read_prefix(resp, self.settings.webhook_response_body_bytes)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # The status line arrived; the rest of the answer did not. The status decides.
+                raw, error = b"", f"reading the answer failed: {classify(exc)[1]}"
+            text = raw.decode("utf-8", errors="replace")
+            retry_after = resp.headers.get("Retry-After")
+            location = resp.headers.get("Location")
+        if 200 <= status < 300:
+            return Outcome(True, status, response_body=text, error=error, duration_ms=took())
+        if 300 <= status < 400:
+            where = f" to {location}" if location else ""
+            return Outcome(False, status, REDIRECT, f"HTTP {status}: redirect{where} not followed",
+                           text, retry_after, took())
+        return Outcome(False, status, HTTP_STATUS, f"HTTP {status}", text, retry_after, took())
+
+    # -- recording --
+
+    async def _record(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
+        for attempt in range(3):
+            try:
+                async with self.rt.engine.begin() as conn:
+                    recorded = await self._record_in(conn, job, started_at, outcome)
+                self.attempted += recorded
+                return
+            except DBAPIError:
+                # A deadlock or a busy store rolled everything back: the write can be retried.
+                if attempt == 2:
+                    raise
+                log.warning("recording delivery %s failed, retrying", job.id, exc_info=True)
+                await asyncio.sleep(0.05 * 4**attempt)
+
+    async def _record_in(
+        self, conn: AsyncConnection, job: _Claimed, started_at: datetime, outcome: Outcome
+    ) -> bool:
+        d, e = deliveries, webhook_endpoints
+        now = self.rt.clock()
+        # First statement is a write: it takes SQLite's write lock and PostgreSQL's row lock,
+        # and proves the lease is still ours.
+        ours = (await conn.execute(update(d).where(
+            d.c.id == job.id, d.c.lease_owner == self.worker_id, d.c.status == "delivering",
+        ).values(updated_at=now).returning(d.c.id))).first()
+        if ours is None:
+            log.info("delivery %s: lease lost before recording; another worker has it", job.id)
+            return False
+
+        status, next_at, disable_reason = "failed", None, None
+        if outcome.success:
+            status = "succeeded"
+            await conn.execute(update(e).where(e.c.id == job.endpoint_id,
+                                               e.c.failing_since.is_not(None))
+                               .values(failing_since=None, updated_at=now))
+        else:
+            ep = (await conn.execute(select(e.c.status, e.c.failing_since)
+                                     .where(e.c.id == job.endpoint_id).with_for_update())).first()
+            failing_since = ep.failing_since if ep is not None else None
+            if ep is not None and failing_since is None:
+                failing_since = now
+                await conn.execute(update(e).where(e.c.id == job.endpoint_id)
+                                   .values(failing_since=now, updated_at=now))
+            limit = timedelta(hours=self.settings.webhook_disable_after_hours)
+            if ep is None or ep.status != "enabled":
+                pass  # disabled meanwhile: its deliveries stop here
+            elif outcome.status_code == 410:
+                disable_reason = "410 Gone"
+            elif failing_since is not None and now - failing_since >= limit:
+                disable_reason = f"failing continuously since {_iso(failing_since)}"
+            else:
+                delay = retry_delay(
+                    job.attempt_count + 1, schedule=self.settings.retry_schedule,
+                    jitter=self.settings.webhook_retry_jitter, status_code=outcome.status_code,
+                    retry_after=outcome.retry_after,
+                    max_retry_after=self.settings.webhook_max_retry_after_seconds,
+                    now=now, rng=self.rng,
+                )
+                if delay is not None:
+                    status, next_at = "pending", now + timedelta(seconds=delay)
+
+        values: dict[str, Any] = {
+            "status": status, "attempt_count": job.attempt_count + 1, "next_attempt_at": next_at,
+            "lease_owner": None, "lease_expires_at": None, "updated_at": now,
+            "last_status_code": outcome.status_code, "last_failure_kind": outcome.failure_kind,
+        }
+        if outcome.success:
+            values["succeeded_at"] = now
+        await conn.execute(update(d).where(d.c.id == job.id).values(**values))
+        await conn.execute(attempts.insert().values(
+            id=new_id("att"), delivery_id=job.id, event_id=job.event_id,
+            endpoint_id=job.endpoint_id, account_id=job.account_id,
+            attempt_number=job.attempt_count + 1, trigger=job.trigger, attempted_at=started_at,
+            duration_ms=outcome.duration_ms, status_code=outcome.status_code,
+            success=1 if outcome.success else 0, failure_kind=outcome.failure_kind,
+            error=outcome.error, response_body=outcome.response_body, next_attempt_at=next_at,
+        ))
+        if disable_reason is not None:
+            await disable_endpoint(conn, job.endpoint_id, disable_reason, now)
+            log.warning("webhook endpoint %s disabled: %s", job.endpoint_id, disable_reason)
+        return True
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+async def purge_expired(rt: Runtime, *, batch: int = 1000) -> int:
+    """Delete attempts and events older than ``event_retention_days`` (an event's deliveries
+    go with it); events with a delivery still under way are kept. Returns the rows deleted."""
+    cutoff = rt.clock() - timedelta(days=rt.settings.event_retention_days)
+    total = 0
+    old_attempts = select(attempts.c.id).where(attempts.c.attempted_at < cutoff).limit(batch)
+    under_way = exists().where(deliveries.c.event_id == events.c.id,
+                               deliveries.c.status.in_(("pending", "delivering")))
+    old_events = (select(events.c.id).where(events.c.created_at < cutoff, ~under_way)
+                  .limit(batch))
+    for stmt in (delete(attempts).where(attempts.c.id.in_(old_attempts)),
+                 delete(events).where(events.c.id.in_(old_events))):
+        while True:  # small transactions: never one huge lock
+            async with rt.engine.begin() as conn:
+                deleted = (await conn.execute(stmt)).rowcount or 0
+            total += deleted
+            if deleted < batch:
+                break
+    return total
+
+
+def make_job(rt: Runtime, interval: float = 3600.0) -> Job:
+    """The retention purge as a periodic job for ``maintlink.worker.Worker``."""
+    from maintlink.worker import Job  # here, so that worker.py may import this module
+
+    async def purge() -> None:
+        deleted = await purge_expired(rt)
+        if deleted:
+            log.info("purged %d expired webhook events and attempts", deleted)
+
+    return Job("purge-webhook-events", interval, purge)
