@@ -183,6 +183,17 @@ def rotate_secret_key(data_dir: DataDirOpt = None) -> None:
     err.print(f"Re-encrypted {count} secrets with the newest key.")
 
 
+def _register_receiver() -> None:
+    from maintlink.receiver.cli import consume as receiver_consume
+    from maintlink.receiver.cli import receive
+
+    app.command("receive", help="Receive webhooks: verify, queue durably, answer 200.")(receive)
+    app.command("consume", help="Print queued webhook events in order, and acknowledge them.")(
+        receiver_consume)
+
+
+_register_receiver()
+
 sandbox_app = typer.Typer(help="The built-in maintenance-system simulator.",
                           invoke_without_command=True)
 app.add_typer(sandbox_app, name="sandbox")
