@@ -144,7 +144,8 @@ async def serve_app(app: Any, host: str = "127.0.0.1") -> AsyncIterator[str]:
     config = uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False,
                             lifespan="on", log_config=None)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # Leave signals to pytest: the test server must not capture Ctrl-C.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

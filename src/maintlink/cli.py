@@ -132,16 +132,27 @@ def create_key(
 
 
 @admin_app.command("list-keys")
-def list_keys(data_dir: DataDirOpt = None) -> None:
+def list_keys(
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
     """List admin keys (ids and hints, never the keys)."""
     from maintlink.domain.accounts import list_admin_keys
 
     rows = _run(_with_store(_settings(data_dir=data_dir), list_admin_keys))
+    if as_json:
+        import orjson
+
+        for r in rows:
+            print(orjson.dumps(r).decode())
+        return
     table = Table("id", "account", "key", "name", "created", "last used", "revoked")
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(r["id"], r["account"], r["hint"], r["name"] or "",
                       _ts(r["created_at"]), _ts(r["last_used_at"]), _ts(r["revoked_at"]))
-    Console().print(table)
+    # Piped output is not cut to 80 columns: ids must stay whole for scripts.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def _ts(value: Any) -> str:
@@ -174,11 +185,15 @@ def generate_secret_key() -> None:
 @admin_app.command("rotate-secret-key")
 def rotate_secret_key(data_dir: DataDirOpt = None) -> None:
     """Re-encrypt every stored secret with the newest master key."""
-    from maintlink.crypto import load_cipher
+    from maintlink.crypto import SecretKeyError, load_cipher
     from maintlink.domain.secrets import reencrypt_all
 
     settings = _settings(data_dir=data_dir)
-    cipher = load_cipher(settings.secret_key, settings.data_dir, may_generate=False)
+    try:
+        cipher = load_cipher(settings.secret_key, settings.data_dir, may_generate=False)
+    except SecretKeyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
     count = _run(_with_store(settings, lambda conn: reencrypt_all(conn, cipher)))
     err.print(f"Re-encrypted {count} secrets with the newest key.")
 
@@ -227,7 +242,11 @@ def _control(fn_name: str, *args: Any, **kwargs: Any) -> None:
 
     from maintlink.sandbox import control
 
-    result = getattr(control, fn_name)(*args, **kwargs)
+    try:
+        result = getattr(control, fn_name)(*args, **kwargs)
+    except control.SandboxControlError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 
 

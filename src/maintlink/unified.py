@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from maintlink.api.textcheck import NoNulModel
+
 WorkOrderStatus = Literal["OPEN", "IN_PROGRESS", "ON_HOLD", "COMPLETED", "CANCELLED", "UNKNOWN"]
 Priority = Literal["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 WorkOrderType = Literal["CORRECTIVE", "PREVENTIVE", "INSPECTION", "OTHER"]
@@ -164,7 +166,7 @@ ENTITY_API: dict[str, tuple[str, str, type[Record], dict[str, str]]] = {
 }
 
 
-class WorkOrderCreate(BaseModel):
+class WorkOrderCreate(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(min_length=1, max_length=500)
@@ -179,7 +181,7 @@ class WorkOrderCreate(BaseModel):
     notes: str | None = Field(default=None, max_length=20_000)
 
 
-class WorkOrderUpdate(BaseModel):
+class WorkOrderUpdate(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
     title: str | None = Field(default=None, min_length=1, max_length=500)
@@ -191,7 +193,7 @@ class WorkOrderUpdate(BaseModel):
     notes: str | None = Field(default=None, max_length=20_000)
 
 
-class PurchaseOrderLineCreate(BaseModel):
+class PurchaseOrderLineCreate(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
     part_id: str | None = None
@@ -200,7 +202,7 @@ class PurchaseOrderLineCreate(BaseModel):
     unit_price: Decimal | None = Field(default=None, ge=0)
 
 
-class PurchaseOrderCreate(BaseModel):
+class PurchaseOrderCreate(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
     vendor_id: str = Field(min_length=1)

@@ -46,23 +46,62 @@ def test_admin_key_lifecycle(env: dict[str, str]) -> None:
     listed = run("admin", "list-keys", env=env).stdout
     assert "acme" in listed and key not in listed and key[-4:] in listed
     key_id = next(w for w in listed.split() if w.startswith("key_"))
-    assert (Path(env["MAINTLINK_DATA_DIR"]) / "secret.key").exists()
+    import json
+
+    rows = [json.loads(line) for line in run("admin", "list-keys", "--json", env=env)
+            .stdout.splitlines()]
+    assert [r["id"] for r in rows] == [key_id] and rows[0]["revoked_at"] is None
     run("admin", "revoke-key", key_id, env=env)
     assert run("admin", "revoke-key", key_id, env=env, check=False).returncode == 1
 
 
-def test_generate_secret_key_and_rotate(env: dict[str, str]) -> None:
+def test_generate_secret_key_and_rotate(env: dict[str, str], tmp_path: Path) -> None:
+    import asyncio
+
+    from maintlink.crypto import Cipher
+    from maintlink.store.db import create_engine, migrate
+    from maintlink.store.tables import accounts, connections, customers
+    from maintlink.store.types import utcnow
+
+    old = run("admin", "generate-secret-key", env=env).stdout.strip()
     new = run("admin", "generate-secret-key", env=env).stdout.strip()
-    run("admin", "create-key", env=env)
-    old = (Path(env["MAINTLINK_DATA_DIR"]) / "secret.key").read_text().strip()
+    assert old != new and len(old) == 44
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'maintlink.db'}"
+
+    async def seed() -> None:
+        engine = create_engine(url)
+        await migrate(engine)
+        now = utcnow()
+        async with engine.begin() as c:
+            await c.execute(accounts.insert().values(id="acct_1", name="a", created_at=now))
+            await c.execute(customers.insert().values(
+                id="cus_1", account_id="acct_1", external_id="x", created_at=now))
+            await c.execute(connections.insert().values(
+                id="conn_1", account_id="acct_1", customer_id="cus_1", integration="sandbox",
+                status="active", credentials_encrypted=Cipher([old]).encrypt_json({"k": "v"}),
+                settings={}, status_changed_at=now, created_at=now, updated_at=now,
+                consecutive_failures=0, event_sequence=0))
+        await engine.dispose()
+
+    async def read() -> str:
+        engine = create_engine(url)
+        async with engine.connect() as c:
+            value = (await c.execute(connections.select())).one().credentials_encrypted
+        await engine.dispose()
+        return str(value)
+
+    asyncio.run(seed())
     r = run("admin", "rotate-secret-key", env={**env, "MAINTLINK_SECRET_KEY": f"{new},{old}"})
-    assert "Re-encrypted 0" in r.stderr
+    assert "Re-encrypted 1" in r.stderr
+    assert Cipher([new]).decrypt_json(asyncio.run(read())) == {"k": "v"}
 
 
 def test_production_needs_a_secret_key(env: dict[str, str], tmp_path: Path) -> None:
     r = run("admin", "rotate-secret-key", env={**env, "MAINTLINK_DATA_DIR": str(tmp_path / "x")},
             check=False)
-    assert r.returncode != 0
+    assert r.returncode == 2
+    assert "MAINTLINK_SECRET_KEY is required" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_serve_starts_api_and_sandbox_and_stops_gracefully(env: dict[str, str]) -> None:

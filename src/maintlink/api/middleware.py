@@ -100,6 +100,12 @@ class PlatformMiddleware:
                            {"supported_versions": self.registry.names})
                 return
 
+            if b"%00" in scope.get("query_string", b"").lower() or "\x00" in path \
+                    or b"%00" in scope.get("raw_path", b""):
+                await fail("VALIDATION_ERROR", "NUL characters are not allowed in URLs.",
+                           {"errors": [{"location": "url", "message": "NUL character"}]})
+                return
+
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 await fail("PAYLOAD_TOO_LARGE",

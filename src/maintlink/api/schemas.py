@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from maintlink.api.textcheck import NoNulModel
 
-class Strict(BaseModel):
+
+class Strict(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
 

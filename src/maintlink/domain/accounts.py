@@ -65,7 +65,7 @@ async def list_admin_keys(conn: AsyncConnection) -> list[dict[str, object]]:
         .join(accounts, accounts.c.id == api_keys.c.account_id)
         .order_by(api_keys.c.id)
     )
-    return [dict(r._mapping) for r in await conn.execute(query)]
+    return [{str(k): v for k, v in r._mapping.items()} for r in await conn.execute(query)]
 
 
 async def revoke_admin_key(conn: AsyncConnection, key_id: str) -> bool:

@@ -100,9 +100,6 @@ class Credential:
             "entities": self.entities,
         }
 
-    def stored(self) -> dict[str, Any]:
-        return self.public()
-
 
 @dataclass(frozen=True)
 class RateDecision:
@@ -528,7 +525,7 @@ class SandboxState:
             return
         body = {
             "version": STATE_FILE_VERSION,
-            "credentials": [c.stored() for c in self.credentials.values()],
+            "credentials": [c.public() for c in self.credentials.values()],
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a crash never leaves half a file behind.

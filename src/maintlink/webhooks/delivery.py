@@ -181,7 +181,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     for item in chain:
         if isinstance(item, TimeoutError):
             return TIMEOUT, "no complete answer within the timeout"
-    if isinstance(exc, aiohttp.InvalidURL):
+    if isinstance(exc, aiohttp.InvalidURL | ValueError):  # yarl refuses the URL
         return INVALID_URL, f"invalid URL: {exc}"
     if isinstance(exc, aiohttp.ClientError | OSError):
         return CONNECTION_ERROR, str(exc) or type(exc).__name__
@@ -568,9 +568,14 @@ class DeliveryWorker:
         problem = _url_problem(url, self.settings.webhook_allow_http)
         if problem is not None:
             return Outcome(False, failure_kind=INVALID_URL, error=problem, duration_ms=took())
+        body = job.body.encode()
         try:
-            body = job.body.encode()
             headers = self._headers(job, int(now.timestamp()), body, now)
+        except Exception as exc:  # an undecryptable or malformed secret: our fault, logged
+            log.exception("delivery %s: cannot sign", job.id)
+            return Outcome(False, failure_kind=INTERNAL_ERROR, duration_ms=took(),
+                           error=f"cannot sign the request: {type(exc).__name__}")
+        try:
             urls.check_literal_host(url, self._allowed)
             timeout = self.settings.webhook_timeout_seconds
             # aiohttp's total timeout covers connect, TLS and the answer; the outer one is a
