@@ -1,0 +1,264 @@
+"""Delivery workers running for real: wake-ups, crashes, competing workers, a dead endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+import standardwebhooks
+import trustme
+
+from maintlink.config import Settings
+from maintlink.webhooks.delivery import DeliveryWorker
+from tests.webhooks.receivers import (
+    Received,
+    Reply,
+    StoreFactory,
+    attempt_rows,
+    delivery_rows,
+    emit_test,
+    new_endpoint,
+    receiving,
+    store_factory,
+)
+
+# A worker process of its own, as `maintlink worker` would run one, configured by environment.
+WORKER_PROCESS = """
+import asyncio, sys
+from maintlink.config import Settings
+from maintlink.runtime import build_runtime
+from maintlink.webhooks.delivery import DeliveryWorker
+
+async def main() -> None:
+    rt = build_runtime(Settings())
+    await DeliveryWorker(rt, sys.argv[1], poll_interval=0.1).run()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+async def make_store(settings: Settings, ca_file: str) -> AsyncIterator[StoreFactory]:
+    async with store_factory(settings, ca_file) as make:
+        yield make
+
+
+async def running(worker: DeliveryWorker) -> asyncio.Task[None]:
+    """Start ``worker.run()`` and wait until its wake-ups are armed."""
+    task = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while not worker.ready.is_set():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    return task
+
+
+async def stopped(worker: DeliveryWorker, task: asyncio.Task[None]) -> None:
+    worker.stop()
+    async with asyncio.timeout(10):
+        await task
+
+
+async def test_a_new_event_wakes_the_worker(make_store: StoreFactory, ca: trustme.CA) -> None:
+    """With a 30 s poll, only the wake-up (NOTIFY / in-process) can explain a quick delivery."""
+    s = await make_store()
+    async with receiving(ca) as rx:
+        ep, secret = await new_endpoint(s.rt, s.account_id, rx.url)
+        worker = s.worker(poll_interval=30)
+        task = await running(worker)
+        try:
+            await asyncio.sleep(0.1)  # let its first, empty, claim pass
+            event_id = await emit_test(s.rt, s.account_id, ep)
+            [request] = await rx.wait_for(1, timeout=5)
+        finally:
+            await stopped(worker, task)
+    assert request.headers["webhook-id"] == event_id
+    standardwebhooks.Webhook(secret).verify(request.body, request.headers)
+
+
+async def test_the_listener_reconnects(
+    make_store: StoreFactory, ca: trustme.CA, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    s = await make_store()
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    find = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query ILIKE 'LISTEN%'")
+    async with receiving(ca) as rx:
+        ep, _ = await new_endpoint(s.rt, s.account_id, rx.url)
+        worker = s.worker(poll_interval=30)
+        task = await running(worker)
+        admin = await asyncpg.connect(dsn)
+        try:
+            [first] = [r["pid"] for r in await admin.fetch(find)]
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+            async with asyncio.timeout(10):  # it notices the loss and listens again
+                while (await admin.fetch(find)) in ([], [{"pid": first}]):
+                    await asyncio.sleep(0.05)
+                while not worker.ready.is_set():
+                    await asyncio.sleep(0.01)
+            await emit_test(s.rt, s.account_id, ep)
+            await rx.wait_for(1, timeout=5)
+        finally:
+            await admin.close()
+            await stopped(worker, task)
+
+
+async def test_kill_9_mid_delivery_then_another_worker_delivers(
+    make_store: StoreFactory, ca: trustme.CA, settings: Settings, ca_file: str
+) -> None:
+    s = await make_store()
+    calls = 0
+
+    def first_hangs(_request: Received) -> Reply:
+        nonlocal calls
+        calls += 1
+        return Reply(hang=True) if calls == 1 else Reply(200)
+
+    async with receiving(ca, handler=first_hangs) as rx:
+        ep, secret = await new_endpoint(s.rt, s.account_id, rx.url)
+        event_id = await emit_test(s.rt, s.account_id, ep)
+        env = {
+            **os.environ,
+            "MAINTLINK_DATABASE_URL": settings.effective_database_url,
+            "MAINTLINK_SECRET_KEY": settings.secret_key or "",
+            "MAINTLINK_DATA_DIR": str(settings.data_dir),
+            "MAINTLINK_ENVIRONMENT": "production",
+            "MAINTLINK_WEBHOOK_CA_BUNDLE": ca_file,
+            "MAINTLINK_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "MAINTLINK_WEBHOOK_TIMEOUT_SECONDS": "30",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WORKER_PROCESS, "doomed", env=env)
+        try:
+            await rx.wait_for(1, timeout=30)  # the doomed worker is mid-request
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            assert await proc.wait() == -signal.SIGKILL
+
+        [delivery] = await delivery_rows(s.rt)
+        assert (delivery.status, delivery.lease_owner) == ("delivering", "doomed")
+        assert await attempt_rows(s.rt) == []
+        async with s.worker(worker_id="survivor") as survivor:
+            s.clock.set(delivery.lease_expires_at - timedelta(seconds=1))
+            assert await survivor.run_once() == 0  # the lease still holds
+            s.clock.set(delivery.lease_expires_at + timedelta(seconds=1))
+            assert await survivor.run_once() == 1
+        first, second = rx.received
+
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == event_id
+    assert first.body == second.body
+    standardwebhooks.Webhook(secret).verify(second.body, second.headers)
+    [delivery] = await delivery_rows(s.rt)
+    assert (delivery.status, delivery.attempt_count) == ("succeeded", 1)
+    [attempt] = await attempt_rows(s.rt)  # the killed worker recorded nothing
+    assert attempt.attempt_number == 1 and attempt.success == 1
+
+
+async def test_two_workers_never_deliver_the_same_delivery_twice(
+    make_store: StoreFactory, ca: trustme.CA
+) -> None:
+    s = await make_store(webhook_endpoint_concurrency=4)
+    other = await make_store(webhook_endpoint_concurrency=4)  # its own engine and pool
+    counter = iter(range(10**6))
+
+    def jittery(_request: Received) -> Reply:
+        return Reply(200, delay=(next(counter) % 5) / 1000)
+
+    async with receiving(ca, handler=jittery) as rx:
+        endpoints = [(await new_endpoint(s.rt, s.account_id, f"{rx.url}/{i}"))[0]
+                     for i in range(3)]
+        workers = [s.worker(worker_id="w1", batch_size=5),
+                   DeliveryWorker(other.rt, "w2", batch_size=5)]
+        tasks = [await running(w) for w in workers]
+        try:
+            for _ in range(40):  # emitted while both compete, each to the three endpoints
+                await emit_test(s.rt, s.account_id, None)
+            expected = 40 * len(endpoints)
+            await rx.wait_for(expected, timeout=30)
+            async with asyncio.timeout(10):
+                while any(d.status != "succeeded" for d in await delivery_rows(s.rt)):
+                    await asyncio.sleep(0.05)
+        finally:
+            for worker, task in zip(workers, tasks, strict=True):
+                await stopped(worker, task)
+        await asyncio.sleep(0.1)
+        received = collections.Counter(
+            (r.headers["webhook-id"], r.path) for r in rx.received)
+
+    assert len(received) == expected and set(received.values()) == {1}
+    tries = await attempt_rows(s.rt)
+    assert len(tries) == expected and len({a.delivery_id for a in tries}) == expected
+    assert all(a.success == 1 and a.attempt_number == 1 for a in tries)
+    assert sum(w.attempted for w in workers) == expected
+    assert rx.max_in_flight <= 2 * 3 * 4  # two workers x three endpoints x the cap
+
+
+async def test_a_dead_endpoint_does_not_slow_a_healthy_one(
+    make_store: StoreFactory, ca: trustme.CA
+) -> None:
+    s = await make_store(webhook_timeout_seconds=10, webhook_endpoint_concurrency=2)
+    async with receiving(ca, Reply(hang=True)) as dead, receiving(ca) as healthy:
+        ep_dead, _ = await new_endpoint(s.rt, s.account_id, dead.url)
+        ep_ok, _ = await new_endpoint(s.rt, s.account_id, healthy.url)
+        for _ in range(10):  # the dead endpoint's deliveries come first in the queue
+            await emit_test(s.rt, s.account_id, ep_dead)
+        for _ in range(10):
+            await emit_test(s.rt, s.account_id, ep_ok)
+        worker = s.worker(batch_size=4, shutdown_grace=0)
+        task = await running(worker)
+        try:
+            await healthy.wait_for(10, timeout=8)
+            # Every healthy delivery arrived while the dead endpoint still hangs on its first two.
+            assert dead.in_flight == 2 and len(dead.received) == 2
+            assert await attempt_rows(s.rt, ep_dead) == []
+            async with asyncio.timeout(5):
+                while len(await attempt_rows(s.rt, ep_ok)) < 10:
+                    await asyncio.sleep(0.02)
+        finally:
+            await stopped(worker, task)  # abandons the two hanging requests
+        assert dead.max_in_flight == 2 and healthy.max_in_flight <= 2
+
+    assert {d.status for d in await delivery_rows(s.rt, ep_ok)} == {"succeeded"}
+    # Stopping put the abandoned deliveries straight back in the queue, untried.
+    left = await delivery_rows(s.rt, ep_dead)
+    assert {(d.status, d.lease_owner, d.attempt_count) for d in left} == {("pending", None, 0)}
+
+
+async def test_rate_limit_per_endpoint(make_store: StoreFactory, ca: trustme.CA) -> None:
+    s = await make_store()
+    async with receiving(ca) as rx:
+        ep, _ = await new_endpoint(s.rt, s.account_id, rx.url, rate_limit_per_second=5)
+        for _ in range(12):
+            await emit_test(s.rt, s.account_id, ep)
+        worker = s.worker()
+        task = await running(worker)
+        try:
+            got = await rx.wait_for(12, timeout=10)
+        finally:
+            await stopped(worker, task)
+    # A burst of five, then five a second: twelve cannot arrive in much under 1.4 s.
+    assert got[-1].at - got[0].at >= 1.0
+    for i in range(len(got) - 10):
+        assert got[i + 10].at - got[i].at >= 0.9  # never more than ten in any second
