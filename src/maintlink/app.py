@@ -5,24 +5,37 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
 from maintlink.api import errors as api_errors
 from maintlink.api.middleware import PlatformMiddleware
 from maintlink.api.ratelimit import limiter_for
-from maintlink.api.routes import connections, data, events, integrations, syncs, webhooks
+from maintlink.api.routes import (
+    connections,
+    data,
+    events,
+    integrations,
+    link_tokens,
+    syncs,
+    webhooks,
+)
 from maintlink.api.schemas import ErrorBody, Health
 from maintlink.config import Settings
 from maintlink.runtime import Runtime, build_runtime
 from maintlink.store.db import migrate, needs_migration
 from maintlink.versioning import BASE, VersionRegistry, default_registry
+from maintlink.web import connect as web_connect
+from maintlink.web import dashboard as web_dashboard
 
 log = logging.getLogger("maintlink")
+STATIC_DIR = Path(__file__).parent / "web" / "static"
 
 API_DESCRIPTION = """\
 One API for industrial maintenance systems. Admin keys (`mlk_...`) manage the account;
@@ -39,6 +52,7 @@ def build_api_router() -> APIRouter:
     router.include_router(events.router)
     router.include_router(syncs.router)
     router.include_router(data.router)
+    router.include_router(link_tokens.router)
     return router
 
 
@@ -81,6 +95,9 @@ def create_app(
     app.state.registry = registry
     api_errors.install(app)
     app.include_router(build_api_router())
+    app.include_router(web_dashboard.router)
+    app.include_router(web_connect.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get(f"/api/{BASE}/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:

@@ -238,8 +238,11 @@ async def disable_endpoint(
     await conn.execute(update(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
                        .values(status="disabled", disabled_reason=reason, disabled_at=now,
                                updated_at=now))
+    # Delivering rows too: a crashed worker's lease would otherwise never be taken up again
+    # (claims skip disabled endpoints). A live worker still records its own outcome.
     await conn.execute(update(deliveries).where(
-        deliveries.c.endpoint_id == endpoint_id, deliveries.c.status == "pending",
+        deliveries.c.endpoint_id == endpoint_id,
+        deliveries.c.status.in_(("pending", "delivering")),
     ).values(status="failed", next_attempt_at=None, updated_at=now))
     await events.emit(
         conn, account_id=row.account_id, type="webhook_endpoint.disabled",
