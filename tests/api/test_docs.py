@@ -26,3 +26,10 @@ def test_examples_match_their_models() -> None:
     assert set(EXAMPLES) == set(EVENT_TYPES)
     for name, model in EVENT_TYPES.items():
         model.model_validate(EXAMPLES[name])
+
+
+def test_data_model_doc_is_current() -> None:
+    from maintlink.datamodel_doc import update_document as update_data_model
+
+    text = (DOCS / "data-model.md").read_text()
+    assert text == update_data_model(text)
