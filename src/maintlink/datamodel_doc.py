@@ -36,6 +36,8 @@ def _type_name(annotation: Any) -> str:
 # Meanings of fields whose name alone may not say enough.
 MEANINGS = {
     "object": "The resource type",
+    "custom_fields": "Fields of the system outside the unified model, and mapped custom fields",
+    "remote_id": "The system's id of this line",
     "title": "Short summary", "description": "Longer text",
     "status": "Unified status (the enum above)",
     "remote_status": "The system's own status value",
