@@ -66,6 +66,29 @@ def serve(
 
 
 @app.command()
+def demo(
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    sandbox_port: Annotated[int | None, typer.Option(help="Port of the sandbox system.")] = None,
+    receiver_port: Annotated[int, typer.Option(help="Port of the local webhook receiver.")]
+    = 9000,
+    until: Annotated[str | None, typer.Option(
+        help="Stop by itself: 'reauth' (after the reauthorization is shown) or 'reconnected' "
+        "(after the customer reconnects through the link).")] = None,
+) -> None:
+    """A guided demo: two customers connected, webhooks arriving verified, a connection that
+    loses its credentials turning `reauth_required`, and where to reconnect."""
+    from maintlink.demo import run_demo
+
+    if until not in (None, "reauth", "reconnected"):
+        err.print("[red]--until must be 'reauth' or 'reconnected'[/red]")
+        raise typer.Exit(2)
+    settings = _settings(port=port, data_dir=data_dir or Path("./data-demo"),
+                         sandbox_port=sandbox_port)
+    _run(run_demo(settings, Console(), receiver_port=receiver_port, until=until))
+
+
+@app.command()
 def api(host: HostOpt = None, port: PortOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run only the HTTP API (production: run as many as needed beside `maintlink worker`)."""
     from maintlink.server import run_api
