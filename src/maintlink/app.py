@@ -70,6 +70,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or build_runtime(settings)
+        rt.use_versions(registry)
         do_migrate = settings.is_sqlite if auto_migrate is None else auto_migrate
         if do_migrate:
             await migrate(rt.engine)

@@ -26,6 +26,12 @@ class Runtime:
     # Every "now" of background work comes from here, so tests can move time.
     clock: Callable[[], datetime] = utcnow
 
+    def use_versions(self, versions: VersionRegistry) -> None:
+        from maintlink.domain import events
+
+        self.versions = versions
+        events.configure(versions, self.settings.webhook_max_payload_bytes)
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
@@ -45,4 +51,6 @@ def build_runtime(settings: Settings) -> Runtime:
         headers={"User-Agent": "maintlink/0.1"},
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
     )
-    return Runtime(settings=settings, engine=engine, cipher=cipher, http=http)
+    rt = Runtime(settings=settings, engine=engine, cipher=cipher, http=http)
+    rt.use_versions(rt.versions)
+    return rt

@@ -98,3 +98,71 @@ async def test_openapi_per_version(versioned: httpx.AsyncClient) -> None:
     assert "customer_external_id" in v2_conn and "customer_id" not in v2_conn
     docs = await versioned.get("/api/v2/docs")
     assert "/api/v2/openapi.json" in docs.text
+
+
+async def test_webhook_bodies_are_rendered_in_the_endpoints_pinned_version(
+    settings: Settings, admin_key: str, sandbox_url: str
+) -> None:
+    registry = VersionRegistry([APIVersion("v1"), APIVersion("v2", changes=(
+        rename_field("event", "customer_id", "customer_external_id"),))])
+    app = create_app(settings, registry=registry, auto_migrate=False)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as c:
+        eps = {}
+        for version in ("v1", "v2"):
+            r = await c.post("/api/v1/webhook-endpoints", headers=bearer(admin_key), json={
+                "url": f"https://{version}.example.com/hook", "api_version": version})
+            assert r.status_code == 201, r.text
+            eps[r.json()["id"]] = version
+        key = await new_sandbox_key(sandbox_url)
+        r = await c.post("/api/v1/connections", headers=bearer(admin_key), json={
+            "customer_id": "cust-5", "integration": "sandbox",
+            "credentials": {"base_url": sandbox_url, "api_key": key}})
+        assert r.status_code == 201
+    bodies = await _delivery_bodies(settings)
+    assert len(bodies) == 2
+    for endpoint_id, body in bodies:
+        if eps[endpoint_id] == "v1":
+            assert body["api_version"] == "v1" and body["customer_id"] == "cust-5"
+        else:
+            assert body["api_version"] == "v2" and body["customer_external_id"] == "cust-5"
+            assert "customer_id" not in body
+
+
+async def test_oversized_webhook_bodies_point_to_the_event(
+    settings: Settings, admin_key: str
+) -> None:
+    from maintlink.domain import events
+    from maintlink.domain.accounts import create_admin_key
+    from maintlink.domain.endpoints import create_endpoint
+    from maintlink.runtime import build_runtime
+
+    small = settings.model_copy(update={"webhook_max_payload_bytes": 1024})
+    rt = build_runtime(small)
+    try:
+        async with rt.engine.begin() as conn:
+            account_id, _, _ = await create_admin_key(conn, "big")
+            await create_endpoint(conn, rt, account_id=account_id,
+                                  url="https://hooks.example.com/x")
+            event_id = await events.emit(conn, account_id=account_id, type="webhook.test",
+                                         data={"endpoint_id": "ep_x", "message": "x" * 5000})
+    finally:
+        await rt.aclose()
+        build_runtime(settings)  # restore the process-wide default for other tests
+    [(_, body)] = await _delivery_bodies(settings)
+    assert body["id"] == event_id
+    assert body["data"] == {"truncated": True, "event_url": f"/api/v1/events/{event_id}"}
+
+
+async def _delivery_bodies(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
+    import json
+
+    from sqlalchemy import select
+
+    from maintlink.store.db import create_engine
+    from maintlink.store.tables import deliveries
+
+    engine = create_engine(settings.effective_database_url)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(deliveries.c.endpoint_id, deliveries.c.body))).all()
+    await engine.dispose()
+    return [(r.endpoint_id, json.loads(r.body)) for r in rows]

@@ -22,15 +22,16 @@ from maintlink.store.types import utcnow
 from maintlink.versioning import VersionRegistry, default_registry
 
 NOTIFY_CHANNEL = "maintlink_deliveries"
-MAX_BODY_BYTES = 256 * 1024
 
 _registry = default_registry()
+_max_body = 256 * 1024
 
 
-def set_registry(registry: VersionRegistry) -> None:
-    """The versions event bodies can be rendered in (the app's registry)."""
-    global _registry
+def configure(registry: VersionRegistry, max_body_bytes: int) -> None:
+    """The versions bodies are rendered in, and the largest body sent (per process)."""
+    global _registry, _max_body
     _registry = registry
+    _max_body = max_body_bytes
 
 
 def _iso(dt: datetime) -> str:
@@ -40,6 +41,7 @@ def _iso(dt: datetime) -> str:
 def envelope(row: Row[Any] | Mapping[str, Any], api_version: str) -> dict[str, Any]:
     r = row._mapping if isinstance(row, Row) else row
     return {
+        "object": "event",
         "id": r["id"],
         "type": r["type"],
         "timestamp": _iso(r["created_at"]),
@@ -57,7 +59,7 @@ def render(row: Row[Any] | Mapping[str, Any], api_version: str) -> str:
     assert version is not None
     body = version.transform_response(envelope(row, version.name))
     raw = orjson.dumps(body)
-    if len(raw) > MAX_BODY_BYTES:
+    if len(raw) > _max_body:
         # Too big to send: the receiver fetches the full event by id instead.
         body["data"] = {"truncated": True, "event_url": f"/api/v1/events/{body['id']}"}
         raw = orjson.dumps(body)
