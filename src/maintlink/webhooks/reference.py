@@ -14,6 +14,7 @@ def render_reference() -> str:
     out = [BEGIN, ""]
     for name, model in EVENT_TYPES.items():
         example = {
+            "object": "event",
             "id": "evt_01JD7Q6C7D8E9F0G1H2J3K4L5M",
             "type": name,
             "timestamp": "2026-11-26T10:00:04.512Z",
