@@ -35,7 +35,8 @@ from maintlink.store.db import migrate
 from maintlink.worker import Worker
 
 RECEIVER_PATH = "/webhooks"
-CUSTOMERS = (("northwind-foods", "sandbox"), ("contoso-energy", "sandbox"))
+# (customer, integration, path of its simulator on the sandbox server)
+CUSTOMERS = (("northwind-foods", "sandbox", ""), ("contoso-energy", "maintainx", "/maintainx"))
 
 
 def demo_settings(base: Settings, receiver_port: int) -> Settings:
@@ -93,7 +94,7 @@ class Demo:
 
         sandbox = build_sandbox_server(
             SandboxState(seed=s.sandbox_seed, size=s.sandbox_size), "127.0.0.1",
-            s.sandbox_port, handle_signals=False)
+            s.sandbox_port, handle_signals=False, simulators=True)
         servers.append(sandbox)
         tasks.append(asyncio.create_task(sandbox.serve()))
         tasks.append(asyncio.create_task(worker.run()))
@@ -106,7 +107,7 @@ class Demo:
                                         Mount("/", app=receiver)]), self.receiver_port)
                 self._intro()
                 tasks.append(asyncio.create_task(self._consume(queue)))
-                connections = [await self._connect(client, c, i) for c, i in CUSTOMERS]
+                connections = [await self._connect(client, *c) for c in CUSTOMERS]
                 await self._wait_for(self.all_synced, "initial syncs")
                 victim = connections[0]
                 self.console.print(Panel(
@@ -165,13 +166,14 @@ class Demo:
         self.console.rule("webhooks, as they arrive and are verified")
 
     async def _connect(
-        self, client: httpx.AsyncClient, customer: str, integration: str
+        self, client: httpx.AsyncClient, customer: str, integration: str, path: str
     ) -> dict[str, Any]:
-        key = (await client.post(f"{self.sandbox}/_sandbox/credentials",
+        system = f"{self.sandbox}{path}"
+        key = (await client.post(f"{system}/_sandbox/credentials",
                                  json={"name": customer})).json()["api_key"]
         r = await client.post("/api/v1/connections", headers=self._auth(), json={
             "customer_id": customer, "integration": integration,
-            "credentials": {"base_url": self.sandbox, "api_key": key},
+            "credentials": {"base_url": system, "api_key": key},
             "settings": {"history_days": 3650, "sync_interval_minutes": 5}})
         r.raise_for_status()
         conn = {**r.json(), "_key": key}

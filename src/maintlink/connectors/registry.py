@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from maintlink.connectors.base import Connector
+from maintlink.connectors.maintainx import MaintainXConnector
 from maintlink.connectors.sandbox import SandboxConnector
 from maintlink.errors import MaintlinkError
 
-CONNECTORS: dict[str, type[Connector]] = {cls.slug: cls for cls in (SandboxConnector,)}
+CONNECTORS: dict[str, type[Connector]] = {
+    cls.slug: cls for cls in (SandboxConnector, MaintainXConnector)
+}
 
 
 def get_connector_class(slug: str) -> type[Connector]:

@@ -40,14 +40,25 @@ def build_sandbox_server(
     *,
     handle_signals: bool = True,
     log_level: str | None = None,
+    simulators: bool = False,
+    state_dir: Path | None = None,
+    default_api_keys: Iterable[str] = (),
 ) -> uvicorn.Server:
     """A uvicorn server for `state`; `await server.serve()`, set `server.should_exit` to stop.
 
-    With `log_level=None` uvicorn's logging setup is left untouched, which matters when another
-    uvicorn server runs in the same process (uvicorn configures its loggers globally).
+    With `simulators`, the vendor simulators are served beside it under their slugs
+    (`maintlink.sandbox.systems`). With `log_level=None` uvicorn's logging setup is left
+    untouched, which matters when another uvicorn server runs in the same process (uvicorn
+    configures its loggers globally).
     """
+    if simulators:
+        from maintlink.sandbox.systems import create_systems_app
+
+        app = create_systems_app(state, state_dir=state_dir, default_api_keys=default_api_keys)
+    else:
+        app = create_sandbox_app(state)
     config = uvicorn.Config(
-        create_sandbox_app(state),
+        app,
         host=host,
         port=port,
         lifespan="on",
@@ -75,7 +86,9 @@ async def serve_sandbox(
         seed=seed, size=size, state_file=state_file, default_api_keys=default_api_keys
     )
     server = build_sandbox_server(
-        state, host, port, handle_signals=handle_signals, log_level=log_level
+        state, host, port, handle_signals=handle_signals, log_level=log_level,
+        simulators=True, state_dir=Path(state_file).parent if state_file else None,
+        default_api_keys=default_api_keys,
     )
     sock = _bind(host, port)
     try:
