@@ -6,11 +6,12 @@ from typing import Any
 
 from maintlink.connectors.base import Connector
 from maintlink.connectors.maintainx import MaintainXConnector
+from maintlink.connectors.maximo import MaximoConnector
 from maintlink.connectors.sandbox import SandboxConnector
 from maintlink.errors import MaintlinkError
 
 CONNECTORS: dict[str, type[Connector]] = {
-    cls.slug: cls for cls in (SandboxConnector, MaintainXConnector)
+    cls.slug: cls for cls in (SandboxConnector, MaintainXConnector, MaximoConnector)
 }
 
 
