@@ -65,6 +65,14 @@ async def _recreate_pg(dbname: str) -> None:
         await conn.close()
 
 
+async def _drop_pg(dbname: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def _migrate(url: str) -> None:
     engine = create_engine(url)
     try:
@@ -82,11 +90,13 @@ def pg_template(request: pytest.FixtureRequest) -> Iterator[str]:
         if REQUIRE_PG:
             pytest.fail(message)
         pytest.skip(message)
-    dbname = f"maintlink_test_{_worker_id(request)}"
+    # The pid keeps concurrent test runs on one machine out of each other's databases.
+    dbname = f"maintlink_test_{_worker_id(request)}_{os.getpid()}"
     run_sync(_recreate_pg(dbname))
     url = _pg_url(dbname)
     run_sync(_migrate(url))
     yield url
+    run_sync(_drop_pg(dbname))
 
 
 @pytest.fixture(scope="session")

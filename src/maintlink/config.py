@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     health_check_interval_seconds: float = Field(default=300, gt=0)
     health_offline_after: int = Field(default=3, ge=1)  # failures in a row -> offline
 
+    # --- connection flow (link tokens, hosted page, OAuth clients) -------------------------
+    # OAuth2 client per integration: {"sap_s4hana": {"client_id": ..., "client_secret": ...}}
+    # (JSON in MAINTLINK_OAUTH_CLIENTS, or an [oauth_clients.<slug>] table in the file).
+    # In development the simulators' demo clients fill the gaps, so `maintlink serve` works.
+    oauth_clients: dict[str, dict[str, str]] = Field(default_factory=dict)
+    link_token_max_failed_attempts: int = Field(default=5, ge=1, le=100)
+    link_token_attempts_per_minute: int = Field(default=10, ge=1)  # submissions per token
+    link_code_ttl_seconds: int = Field(default=600, ge=30, le=600)  # RFC 6749: at most 10 min
+
+    # --- dashboard and API request log ---------------------------------------------------
+    dashboard_session_hours: float = Field(default=12, gt=0, le=24 * 30)  # sign-in lifetime
+    request_log_enabled: bool = True
+    request_log_retention_days: float = Field(default=7, gt=0)
+    request_log_max_rows: int = Field(default=1_000_000, ge=1000)  # oldest purged beyond
+    request_log_flush_seconds: float = Field(default=1.0, gt=0, le=60)
+    request_log_batch_rows: int = Field(default=500, ge=1)  # a full batch flushes at once
+    request_log_buffer_rows: int = Field(default=50_000, ge=100)  # per process; oldest dropped
+
     @property
     def sync_backoff(self) -> list[float]:
         return [float(s) for s in self.sync_retry_backoff.split(",") if s.strip()]

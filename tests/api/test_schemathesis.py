@@ -22,7 +22,7 @@ from maintlink.app import create_app
 from maintlink.config import Settings
 from maintlink.crypto import generate_key
 from maintlink.runtime import build_runtime
-from tests.conftest import PG_ADMIN_URL, make_admin_key, run_sync, serve_app
+from tests.conftest import PG_ADMIN_URL, _drop_pg, make_admin_key, run_sync, serve_app
 
 
 class _ToSandbox(httpx.AsyncBaseTransport):
@@ -112,6 +112,8 @@ def live(
         loop_stop._loop.call_soon_threadsafe(loop_stop.set)  # type: ignore[attr-defined]
     live.thread.join(30)
     shutil.rmtree(tmp, ignore_errors=True)
+    if request.param == "postgresql":
+        run_sync(_drop_pg(url.rsplit("/", 1)[1]))
 
 
 async def _fresh_pg(url: str) -> None:

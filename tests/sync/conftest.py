@@ -66,6 +66,11 @@ class Harness:
                                   params={"connection_id": connection_id, "page_size": 500})
         return list(reversed(r.json()["data"]))
 
+    async def sandbox_post_to(self, url: str, body: Any = None) -> Any:
+        r = await self.client.post(url, json=body)
+        assert r.status_code < 300, r.text
+        return r.json()
+
     async def sandbox_post(self, path: str, body: Any = None) -> Any:
         r = await self.client.post(f"{self.sandbox}{path}", json=body)
         assert r.status_code < 300, r.text

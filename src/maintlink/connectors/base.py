@@ -73,6 +73,9 @@ class AccountInfo:
     remote_account_id: str | None = None
     remote_account_name: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The credentials as they stand after the check: an OAuth2 check may have refreshed
+    # (and so rotated) the tokens, and the rotated ones are what must be stored.
+    credentials: Mapping[str, Any] | None = None
 
 
 class CredentialStore(Protocol):

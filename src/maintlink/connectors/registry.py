@@ -8,10 +8,12 @@ from maintlink.connectors.base import Connector
 from maintlink.connectors.maintainx import MaintainXConnector
 from maintlink.connectors.maximo import MaximoConnector
 from maintlink.connectors.sandbox import SandboxConnector
+from maintlink.connectors.sap_s4hana import SapS4HanaConnector
 from maintlink.errors import MaintlinkError
 
 CONNECTORS: dict[str, type[Connector]] = {
-    cls.slug: cls for cls in (SandboxConnector, MaintainXConnector, MaximoConnector)
+    cls.slug: cls
+    for cls in (SandboxConnector, MaintainXConnector, SapS4HanaConnector, MaximoConnector)
 }
 
 

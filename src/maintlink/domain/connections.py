@@ -6,6 +6,7 @@ Every status change goes through `transition`, which records it in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -212,9 +213,10 @@ async def validate_credentials(
     check_credential_fields(cls, credentials)
     connector = cls(credentials, rt.http, settings)
     try:
-        return await connector.validate()
+        info = await connector.validate()
     except ConnectorError as exc:
         raise provider_error(exc) from exc
+    return dataclasses.replace(info, credentials=dict(connector.credentials))
 
 
 async def _customer_id(conn: AsyncConnection, account_id: str, external_id: str) -> str:
@@ -256,7 +258,8 @@ async def create_connection(
             customer_id=await _customer_id(conn, account_id, customer_external_id),
             integration=integration,
             status=Status.ACTIVE,
-            credentials_encrypted=rt.cipher.encrypt_json(dict(credentials)),
+            credentials_encrypted=rt.cipher.encrypt_json(
+                dict(account_info.credentials or credentials)),
             settings=dict(settings),
             remote_account={
                 "id": account_info.remote_account_id,
@@ -317,7 +320,7 @@ async def reauthorize(
     now = rt.clock()
     token = new_token(CONNECTION_TOKEN_PREFIX)
     await conn.execute(update(connections).where(connections.c.id == connection_id).values(
-        credentials_encrypted=rt.cipher.encrypt_json(dict(credentials)),
+        credentials_encrypted=rt.cipher.encrypt_json(dict(account_info.credentials or credentials)),
         remote_account={"id": account_info.remote_account_id,
                         "name": account_info.remote_account_name},
         token_hash=hash_token(token), token_hint=token_hint(token), token_issued_at=now,

@@ -16,11 +16,13 @@ from starlette.types import ASGIApp
 from maintlink.sandbox.app import create_sandbox_app, simulate_changes
 from maintlink.sandbox.maintainx import create_maintainx_app
 from maintlink.sandbox.maximo import create_maximo_app
+from maintlink.sandbox.sap_s4hana import create_sap_s4hana_app
 from maintlink.sandbox.state import SandboxState
 
 SIMULATORS: dict[str, Callable[[SandboxState], ASGIApp]] = {
     "maintainx": create_maintainx_app,
     "maximo": create_maximo_app,
+    "sap_s4hana": create_sap_s4hana_app,
 }
 
 

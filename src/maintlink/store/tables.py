@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -279,4 +280,87 @@ attempts = Table(
     Index(None, "event_id", "id"),
     Index(None, "delivery_id"),
     Index(None, "attempted_at"),
+)
+
+# --- connection flow: link tokens and their one-time exchange codes ---------------------
+# (owned by the connection-flow work; appended here so the single initial migration holds it)
+
+# A link token starts the hosted flow. Only its SHA-256 is kept; everything the browser
+# could tamper with (customer, integration, mode, redirect URI, origin) is bound here.
+link_tokens = Table(
+    "link_tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("customer_external_id", String(200), nullable=False),
+    Column("integration", String(64)),  # null: the customer picks
+    Column("mode", String(16), nullable=False),  # create | reconnect
+    Column("connection_id", String(40), ForeignKey("connections.id")),  # reconnect mode
+    Column("redirect_uri", Text, nullable=False),
+    Column("allowed_origin", String(300)),  # embedding: postMessage target, frame-ancestors
+    Column("state", Text),  # passed back on the redirect, untouched
+    Column("webhook_url", Text),
+    Column("webhook_events", JSONType),
+    Column("collect_webhook_url", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),  # open | used | locked | revoked
+    Column("failed_attempts", Integer, nullable=False, default=0),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Column("result_connection_id", String(40)),  # what the flow created or reauthorized
+    # OAuth2 in flight: the state's hash finds the token on the callback; the PKCE verifier
+    # and the form's values (with the link token itself, to return to its page) are
+    # encrypted and erased by the callback.
+    Column("oauth_state_hash", String(64), unique=True),
+    Column("oauth_pending_encrypted", Text),
+    Column("oauth_started_at", UTCDateTime),
+    Index(None, "account_id", "id"),
+    Index(None, "expires_at"),
+)
+
+# The one-time code the browser carries back to the developer. Only its hash is kept;
+# the connection token waits encrypted until the exchange, which erases it.
+link_codes = Table(
+    "link_codes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("link_token_id", String(40), ForeignKey("link_tokens.id"), nullable=False,
+           unique=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("connection_id", String(40), ForeignKey("connections.id"), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("token_encrypted", Text),  # null once exchanged or expired
+    Column("webhook_endpoint_id", String(40)),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("exchanged_at", UTCDateTime),
+    Index(None, "expires_at"),
+)
+
+# --- dashboard: the API request log -------------------------------------------------------
+# (owned by the dashboard work; appended here so the single initial migration holds it)
+
+# One row per authenticated /api request: what support asks about ("request req_... failed").
+# Written in batches off the request path; never headers or bodies. No foreign keys: rows are
+# bulk-inserted by a background flusher and purged by age and by a row cap.
+request_log = Table(
+    "request_log",
+    metadata,
+    Column("id", String(40), primary_key=True),  # time-ordered: the cursor of the log
+    Column("account_id", String(40), nullable=False),
+    Column("connection_id", String(40)),  # the connection's token, or a connection route
+    Column("key_id", String(40)),  # the admin key, for admin requests
+    Column("request_id", String(128), nullable=False),  # X-Request-Id, as answered
+    Column("method", String(10), nullable=False),
+    Column("path", String(512), nullable=False),  # without the query string
+    Column("status", Integer, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index(None, "account_id", "id"),
+    Index(None, "account_id", "connection_id", "id"),
+    Index(None, "account_id", "request_id"),
+    Index(None, "at"),
 )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 19:49:51.424348
+Create Date: 2026-11-26 21:09:06.103515
 """
 
 from collections.abc import Sequence
@@ -36,6 +36,36 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("bucket", "window_start", name=op.f("pk_rate_limit_windows")),
     )
+    op.create_table(
+        "request_log",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=True),
+        sa.Column("key_id", sa.String(length=40), nullable=True),
+        sa.Column("request_id", sa.String(length=128), nullable=False),
+        sa.Column("method", sa.String(length=10), nullable=False),
+        sa.Column("path", sa.String(length=512), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("duration_ms", sa.Float(), nullable=False),
+        sa.Column("at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_request_log")),
+    )
+    with op.batch_alter_table("request_log", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_request_log_account_id_connection_id_id"),
+            ["account_id", "connection_id", "id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_request_log_account_id_id"), ["account_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_request_log_account_id_request_id"),
+            ["account_id", "request_id"],
+            unique=False,
+        )
+        batch_op.create_index(batch_op.f("ix_request_log_at"), ["at"], unique=False)
+
     op.create_table(
         "api_keys",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -231,6 +261,55 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_idempotency_keys_created_at"), ["created_at"], unique=False
         )
+
+    op.create_table(
+        "link_tokens",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("customer_external_id", sa.String(length=200), nullable=False),
+        sa.Column("integration", sa.String(length=64), nullable=True),
+        sa.Column("mode", sa.String(length=16), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=True),
+        sa.Column("redirect_uri", sa.Text(), nullable=False),
+        sa.Column("allowed_origin", sa.String(length=300), nullable=True),
+        sa.Column("state", sa.Text(), nullable=True),
+        sa.Column("webhook_url", sa.Text(), nullable=True),
+        sa.Column(
+            "webhook_events",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("collect_webhook_url", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("failed_attempts", sa.Integer(), nullable=False),
+        sa.Column("expires_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("result_connection_id", sa.String(length=40), nullable=True),
+        sa.Column("oauth_state_hash", sa.String(length=64), nullable=True),
+        sa.Column("oauth_pending_encrypted", sa.Text(), nullable=True),
+        sa.Column(
+            "oauth_started_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_link_tokens_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_link_tokens_connection_id_connections"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_link_tokens")),
+        sa.UniqueConstraint("oauth_state_hash", name=op.f("uq_link_tokens_oauth_state_hash")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_link_tokens_token_hash")),
+    )
+    with op.batch_alter_table("link_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_link_tokens_account_id_id"), ["account_id", "id"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_link_tokens_expires_at"), ["expires_at"], unique=False)
 
     op.create_table(
         "records",
@@ -429,6 +508,39 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "link_codes",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("link_token_id", sa.String(length=40), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("connection_id", sa.String(length=40), nullable=False),
+        sa.Column("mode", sa.String(length=16), nullable=False),
+        sa.Column("token_encrypted", sa.Text(), nullable=True),
+        sa.Column("webhook_endpoint_id", sa.String(length=40), nullable=True),
+        sa.Column("expires_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("exchanged_at", maintlink.store.types.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_link_codes_account_id_accounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["connections.id"],
+            name=op.f("fk_link_codes_connection_id_connections"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["link_token_id"],
+            ["link_tokens.id"],
+            name=op.f("fk_link_codes_link_token_id_link_tokens"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_link_codes")),
+        sa.UniqueConstraint("code_hash", name=op.f("uq_link_codes_code_hash")),
+        sa.UniqueConstraint("link_token_id", name=op.f("uq_link_codes_link_token_id")),
+    )
+    with op.batch_alter_table("link_codes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_link_codes_expires_at"), ["expires_at"], unique=False)
+
+    op.create_table(
         "attempts",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("delivery_id", sa.String(length=40), nullable=False),
@@ -479,6 +591,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_attempts_attempted_at"))
 
     op.drop_table("attempts")
+    with op.batch_alter_table("link_codes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_link_codes_expires_at"))
+
+    op.drop_table("link_codes")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_status_next_attempt_at"))
         batch_op.drop_index(batch_op.f("ix_deliveries_event_id"))
@@ -499,6 +615,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_records_connection_id_entity_modified_at_id"))
 
     op.drop_table("records")
+    with op.batch_alter_table("link_tokens", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_link_tokens_expires_at"))
+        batch_op.drop_index(batch_op.f("ix_link_tokens_account_id_id"))
+
+    op.drop_table("link_tokens")
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
 
@@ -525,6 +646,13 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_api_keys_account_id"))
 
     op.drop_table("api_keys")
+    with op.batch_alter_table("request_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_request_log_at"))
+        batch_op.drop_index(batch_op.f("ix_request_log_account_id_request_id"))
+        batch_op.drop_index(batch_op.f("ix_request_log_account_id_id"))
+        batch_op.drop_index(batch_op.f("ix_request_log_account_id_connection_id_id"))
+
+    op.drop_table("request_log")
     op.drop_table("rate_limit_windows")
     op.drop_table("accounts")
     # ### end Alembic commands ###
