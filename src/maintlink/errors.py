@@ -140,6 +140,49 @@ CATALOG: dict[str, ErrorSpec] = {
         409, "conflict_error", "A request with this `Idempotency-Key` is still in progress.",
         "Retry after it finishes; the answer will be the first request's.",
     ),
+    # --- connection flow (link tokens and their exchange codes) ---------------------------
+    "INVALID_REDIRECT_URI": ErrorSpec(
+        400, "invalid_request_error",
+        "The `redirect_uri` or `allowed_origin` is not allowed: not absolute, not https "
+        "(plain http only on loopback), or carrying credentials or a fragment.",
+        "Send the exact https:// URL of your callback page (and a bare origin for embedding).",
+    ),
+    "INTEGRATION_NOT_CONFIGURED": ErrorSpec(
+        400, "invalid_request_error",
+        "The integration signs in with OAuth2 and this server has no OAuth client for it.",
+        "Add its client id and secret to `MAINTLINK_OAUTH_CLIENTS` (see docs/connect-flow.md).",
+    ),
+    "LINK_TOKEN_INVALID": ErrorSpec(
+        404, "not_found_error",
+        "The link token is unknown, was revoked, or belongs to another account.",
+        "Create a new link token with `POST /api/v1/link-tokens`.",
+    ),
+    "LINK_TOKEN_EXPIRED": ErrorSpec(
+        410, "invalid_request_error", "The link token is past its expiry.",
+        "Create a new link token and send the customer its URL.",
+    ),
+    "LINK_TOKEN_USED": ErrorSpec(
+        410, "invalid_request_error",
+        "The link token already completed a connection; link tokens are single use.",
+        "Exchange the code you received, or create a new link token.",
+    ),
+    "LINK_TOKEN_LOCKED": ErrorSpec(
+        410, "invalid_request_error",
+        "The link token was closed after too many failed credential checks.",
+        "Create a new link token; check with the customer which credentials to use.",
+    ),
+    "LINK_CODE_INVALID": ErrorSpec(
+        400, "invalid_request_error",
+        "The code is unknown, was already exchanged, or belongs to another account.",
+        "Exchange each code once, with the admin key of the account that created the link "
+        "token.",
+    ),
+    "LINK_CODE_EXPIRED": ErrorSpec(
+        400, "invalid_request_error",
+        "The code is older than 10 minutes; codes must be exchanged at once.",
+        "The connection exists: find it with `GET /api/v1/connections?customer_id=...` and "
+        "issue a token with `POST /api/v1/connections/{id}/token`.",
+    ),
     "SERVICE_UNAVAILABLE": ErrorSpec(
         503, "api_error", "maintlink cannot serve the request right now (store unreachable).",
         "Retry with backoff.",

@@ -53,7 +53,7 @@ async def _admin(rt: Runtime, token: str) -> AdminPrincipal:
 
 
 async def _connection(
-    rt: Runtime, token: str, *, allow_reauth: bool
+    rt: Runtime, token: str, *, allow_reauth: bool, request: Request
 ) -> ConnectionPrincipal:
     async with rt.engine.connect() as conn:
         row = await conns.authenticate_token(conn, token)
@@ -61,6 +61,7 @@ async def _connection(
         raise MaintlinkError(
             "AUTHENTICATION_FAILED", "The connection token is unknown or was rotated."
         )
+    _attribute(request, row.account_id, row.id, None)  # refusals below are logged too
     if row.status == conns.Status.DISCONNECTED:
         raise MaintlinkError(
             "CONNECTION_DISCONNECTED", "This connection was disconnected; its token is void.",
@@ -77,9 +78,20 @@ async def _connection(
     return ConnectionPrincipal(row.account_id, row.id, row.status)
 
 
+def _attribute(
+    request: Request, account_id: str, connection_id: str | None, key_id: str | None
+) -> None:
+    """Who made the request, for the request log (read by the middleware afterwards)."""
+    state = request.state
+    state.account_id, state.connection_id, state.key_id = account_id, connection_id, key_id
+
+
 async def _limit(request: Request, response: Response, principal: Principal) -> None:
     rt = runtime(request)
     if isinstance(principal, AdminPrincipal):
+        about = request.path_params.get("connection_id") \
+            or request.query_params.get("connection_id")
+        _attribute(request, principal.account_id, about, principal.key_id)
         bucket, limit = f"k:{principal.key_id}", rt.settings.rate_limit_admin_per_minute
     else:
         bucket, limit = f"c:{principal.connection_id}", rt.settings.rate_limit_connection_per_minute
@@ -113,7 +125,8 @@ async def _require_connection(
                 "FORBIDDEN", "This route needs a connection token (`mlc_...`), not an admin key."
             )
         raise MaintlinkError("AUTHENTICATION_FAILED", "The connection token is unknown.")
-    principal = await _connection(runtime(request), token, allow_reauth=allow_reauth)
+    principal = await _connection(runtime(request), token, allow_reauth=allow_reauth,
+                                  request=request)
     await _limit(request, response, principal)
     return principal
 

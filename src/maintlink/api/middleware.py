@@ -26,6 +26,14 @@ _VERSION_LIKE = re.compile(r"v\d+")
 _HEADER_LOWER = HEADER.lower().encode()
 
 
+_SECRET_IN_PATH = re.compile(r"/(lt_)[A-Za-z0-9_\-]+")
+
+
+def _redact(path: str) -> str:
+    """Link tokens travel in the connection flow's URLs; logs keep only their prefix."""
+    return _SECRET_IN_PATH.sub(r"/\1[redacted]", path)
+
+
 class PlatformMiddleware:
     def __init__(self, app: ASGIApp, registry: VersionRegistry, max_body: int) -> None:
         self.app = app
@@ -127,12 +135,19 @@ class PlatformMiddleware:
             if status_box[0] == 0:
                 await fail("INTERNAL_ERROR", "An unexpected error occurred.")
         finally:
+            duration_ms = (time.perf_counter() - started) * 1000
+            logged = _redact(path)
             log.info(
-                "%s %s %s", scope["method"], path, status_box[0],
-                extra={"request_id": request_id, "method": scope["method"], "path": path,
-                       "status": status_box[0],
-                       "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                "%s %s %s", scope["method"], logged, status_box[0],
+                extra={"request_id": request_id, "method": scope["method"], "path": logged,
+                       "status": status_box[0], "duration_ms": round(duration_ms, 2)},
             )
+            # The dashboard's request log: an append to an in-memory buffer, written in the
+            # background (domain/request_log.py); auth put the caller on scope["state"].
+            writer = getattr(getattr(scope.get("app"), "state", None), "request_log", None)
+            if writer is not None and match is not None:
+                writer.capture(scope["state"], scope["method"], path, status_box[0],
+                               request_id, duration_ms)
 
     def _limit(self, receive: Receive) -> Receive:
         seen = [0]
