@@ -7,6 +7,7 @@ import collections
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -253,12 +254,14 @@ async def test_rate_limit_per_endpoint(make_store: StoreFactory, ca: trustme.CA)
         for _ in range(12):
             await emit_test(s.rt, s.account_id, ep)
         worker = s.worker()
+        started = time.monotonic()
         task = await running(worker)
         try:
             got = await rx.wait_for(12, timeout=10)
         finally:
             await stopped(worker, task)
-    # A burst of five, then five a second: twelve cannot arrive in much under 1.4 s.
-    assert got[-1].at - got[0].at >= 1.0
-    for i in range(len(got) - 10):
-        assert got[i + 10].at - got[i].at >= 0.9  # never more than ten in any second
+    # A burst of five, then five a second: the twelfth cannot be sent, so not received,
+    # much under 1.4 s after the worker started. (Receipt times of the others say little
+    # on a loaded machine: a busy receiver may take several requests in one go.)
+    assert len(got) == 12
+    assert got[-1].at - started >= 1.2
