@@ -1,0 +1,1016 @@
+"""Webhook delivery: saturation throughput, the HTTP ceiling, latency at a steady rate, signing.
+
+    .venv/bin/python bench/webhooks.py [--store postgresql|sqlite|both] [--events 5000]
+                                       [--rate 200] [--duration 15] [--workers 1,2]
+                                       [--concurrency 8] [--emit-batch 10]
+                                       [--emitter auto|process|inline]
+
+Set-up: a receiver in its own process (aiohttp HTTPS server on 127.0.0.1 with a certificate from
+a throw-away trustme CA, answering 200 at once, recording the arrival time.time() of every
+``webhook-id``); a fresh store (PostgreSQL database ``maintlink_bench_webhooks`` dropped and
+created and migrated, or a new SQLite file) holding one account and one endpoint pointing at the
+receiver, created with ``endpoints.create_endpoint``; ``DeliveryWorker`` s run in this process
+with ``webhook_ca_bundle`` = the CA and ``webhook_allowed_networks`` = 127.0.0.0/8.
+
+Events are ``sync.completed`` events written by ``events.emit``. On PostgreSQL they are emitted
+by a separate process (as ``maintlink api`` next to ``maintlink worker``: wake-ups by NOTIFY);
+on SQLite inside this process (``maintlink serve``: in-process wake-ups, the only kind SQLite
+has). ``--emitter`` overrides that.
+
+1. Saturation: ``--events`` events, ``--emit-batch`` per transaction, emitted as fast as
+   possible while the worker(s) run. Deliveries per second from the first commit until the last
+   delivery is recorded as succeeded (the worker counts attempts after their transaction
+   commits); then the store is checked: every delivery succeeded, one successful attempt each,
+   and the receiver saw each webhook-id exactly once.
+2. Ceiling: the same receiver driven by a bare asyncio POST loop: the worker's aiohttp session
+   (``urls.make_connector``, same limits, TLS context and connection reuse), the same body and
+   headers, ``--concurrency`` requests in flight (the endpoint's cap), no store, no signing.
+3. Latency: ``--rate`` events/s for ``--duration`` s, one event per transaction; latency from
+   time.time() right after the emitting commit to time.time() at arrival in the receiver.
+4. Sign + verify ops/s of maintlink and of ``standardwebhooks`` (``bench/signing.py``).
+5. The ceiling loop with aiohttp and with httpx's AsyncClient, same concurrency and requests.
+
+Child processes and the database are cleaned up on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent / "src"))
+
+PG_ADMIN_URL = os.environ.get(
+    "MAINTLINK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PG_DATABASE = "maintlink_bench_webhooks"
+TARGET_RATIO = 0.5
+TARGET_P50_MS = 10.0
+TARGET_P99_MS = 50.0
+EVENT_TYPE = "sync.completed"
+STALL_SECONDS = 30.0  # no delivery recorded for this long: give up
+
+
+# --- child processes ---------------------------------------------------------------------------
+
+
+def _exit_when_parent_goes() -> None:
+    """Children get SIGTERM from the kernel when the parent dies (Linux prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl
+        sys.exit(1)
+
+
+@dataclass
+class Children:
+    """Child processes, each in its own session so Ctrl-C reaches only this process."""
+
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            self.stop(proc)
+
+
+def _read_line(proc: subprocess.Popen[bytes], prefix: str) -> str:
+    """The next stdout line of ``proc`` starting with ``prefix`` (the prefix removed)."""
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"child process {proc.pid} exited (code {proc.wait()}) "
+                               f"before printing {prefix.strip()}")
+        text = line.decode()
+        if text.startswith(prefix):
+            return text[len(prefix):].strip()
+
+
+def _run_loop(main: Awaitable[None], fast: bool = False) -> None:
+    """Run ``main``; on uvloop if ``fast`` and available (the receiver is a fixture)."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if fast:
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)  # type: ignore[arg-type]
+
+
+# --- the receiver, in its own process ----------------------------------------------------------
+
+
+def receiver_main(raw: str) -> None:
+    """Child: an HTTPS server answering 200 at once; prints ``PORT <n>``, serves until SIGTERM.
+
+    ``GET /_stats`` returns the counts (and, with ``?arrivals=1``, the first arrival time of each
+    webhook-id); ``POST /_reset`` forgets everything."""
+    _exit_when_parent_goes()
+    from aiohttp import web
+
+    cfg = json.loads(raw)
+    arrivals: dict[str, float] = {}
+    counts = {"requests": 0, "duplicates": 0, "bytes": 0}
+
+    async def hook(request: web.Request) -> web.Response:
+        at = time.time()
+        body = await request.read()
+        counts["requests"] += 1
+        counts["bytes"] += len(body)
+        msg_id = request.headers.get("webhook-id", "")
+        if msg_id in arrivals:
+            counts["duplicates"] += 1
+        else:
+            arrivals[msg_id] = at
+        return web.Response(text="ok")
+
+    async def stats(request: web.Request) -> web.Response:
+        out: dict[str, Any] = dict(counts)
+        if request.query.get("arrivals"):
+            out["arrivals"] = arrivals
+        return web.json_response(out)
+
+    async def reset(_request: web.Request) -> web.Response:
+        arrivals.clear()
+        counts.update(requests=0, duplicates=0, bytes=0)
+        return web.Response(text="ok")
+
+    async def serve() -> None:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_get("/_stats", stats)
+        app.router.add_post("/_reset", reset)
+        app.router.add_post("/{tail:.*}", hook)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cfg["cert"], cfg["key"])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1024)
+        site = web.SockSite(runner, sock, ssl_context=context)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"PORT {sock.getsockname()[1]}", flush=True)
+        await stop.wait()
+        await runner.cleanup()
+
+    _run_loop(serve(), fast=True)
+
+
+class ReceiverControl:
+    """The parent's view of the receiver process: its URL, counts and arrivals."""
+
+    def __init__(self, base: str, ssl_context: ssl.SSLContext) -> None:
+        self.base = base
+        self.url = f"{base}/hook"
+        self._ssl = ssl_context
+
+    async def _call(self, method: str, path: str) -> Any:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.request(
+                method, f"{self.base}{path}", ssl=self._ssl) as resp:
+            resp.raise_for_status()
+            return await (resp.json() if path.startswith("/_stats") else resp.text())
+
+    async def reset(self) -> None:
+        await self._call("POST", "/_reset")
+
+    async def stats(self, arrivals: bool = False) -> dict[str, Any]:
+        return await self._call("GET", "/_stats?arrivals=1" if arrivals else "/_stats")  # type: ignore[no-any-return]
+
+
+# --- emitting events ---------------------------------------------------------------------------
+
+
+def _event_data(n: int) -> dict[str, Any]:
+    from maintlink.domain.event_types import EXAMPLES
+
+    data = dict(EXAMPLES[EVENT_TYPE])
+    data["sync_id"] = f"sync_bench{n:010d}"
+    return data
+
+
+async def emit_burst(rt: Any, account_id: str, count: int, batch: int) -> dict[str, Any]:
+    """``count`` events as fast as possible, ``batch`` per transaction."""
+    from maintlink.domain.events import emit
+
+    first = last = 0.0
+    done = 0
+    while done < count:
+        size = min(batch, count - done)
+        async with rt.engine.begin() as conn:
+            for i in range(done, done + size):
+                await emit(conn, account_id=account_id, type=EVENT_TYPE, data=_event_data(i),
+                           customer_id="cus_bench")
+        last = time.time()
+        first = first or last
+        done += size
+    return {"events": done, "first_commit": first, "last_commit": last}
+
+
+async def emit_steady(rt: Any, account_id: str, rate: float, duration: float) -> dict[str, Any]:
+    """``rate`` events per second for ``duration`` s on a fixed schedule, one per transaction,
+    each started on time even if earlier ones are still committing (as concurrent API requests
+    would); the commit time of each (time.time() right after its commit)."""
+    from maintlink.domain.events import emit
+
+    count = max(1, int(rate * duration))
+    commits: dict[str, float] = {}
+    late = 0.0
+    slots = asyncio.Semaphore(16)  # at most this many emitting transactions at once
+
+    async def one(i: int) -> None:
+        async with slots:
+            async with rt.engine.begin() as conn:
+                event_id = await emit(conn, account_id=account_id, type=EVENT_TYPE,
+                                      data=_event_data(i), customer_id="cus_bench")
+            commits[event_id] = time.time()
+
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter() + 0.05
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late = max(late, -delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return {"events": count, "commits": commits, "seconds": time.perf_counter() - start,
+            "max_behind": late}
+
+
+async def run_emit(rt: Any, account_id: str, plan: dict[str, Any]) -> dict[str, Any]:
+    if plan["mode"] == "burst":
+        return await emit_burst(rt, account_id, plan["events"], plan["batch"])
+    return await emit_steady(rt, account_id, plan["rate"], plan["duration"])
+
+
+def emitter_main(raw: str) -> None:
+    """Child: a runtime on the store; prints READY, emits on ``go`` (stdin), prints RESULT."""
+    _exit_when_parent_goes()
+    cfg = json.loads(raw)
+
+    async def main() -> None:
+        from sqlalchemy import text
+
+        from maintlink.runtime import build_runtime
+
+        rt = build_runtime(settings_for(cfg["database_url"], Path(cfg["data_dir"]),
+                                        cfg["secret_key"]))
+        try:
+            async with rt.engine.connect() as conn:  # connect before the clock starts
+                await conn.execute(text("SELECT 1"))
+            _event_data(0)
+            print("READY", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            cpu = time.process_time()
+            result = await run_emit(rt, cfg["account_id"], cfg["plan"])
+            result["cpu"] = time.process_time() - cpu
+            print("RESULT " + json.dumps(result), flush=True)
+        finally:
+            await rt.aclose()
+
+    _run_loop(main())
+
+
+class Emitter:
+    """Emits a plan in a child process (``process``) or as a task of this loop (``inline``)."""
+
+    def __init__(self, mode: str, children: Children, ctx: StoreContext,
+                 plan: dict[str, Any]) -> None:
+        self.mode = mode
+        self.children = children
+        self.ctx = ctx
+        self.plan = plan
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._task: asyncio.Task[dict[str, Any]] | None = None
+        self._done = False
+
+    async def prepare(self) -> None:
+        if self.mode != "process":
+            return
+        cfg = {"database_url": self.ctx.database_url, "data_dir": str(self.ctx.workdir),
+               "secret_key": self.ctx.secret_key, "account_id": self.ctx.account_id,
+               "plan": self.plan}
+        self._proc = self.children.start("--_emitter", json.dumps(cfg))
+        await asyncio.to_thread(_read_line, self._proc, "READY")
+
+    def go(self) -> None:
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(b"go\n")
+            self._proc.stdin.flush()
+        else:
+            self._task = asyncio.create_task(
+                run_emit(self.ctx.rt, self.ctx.account_id, self.plan), name="emitter")
+
+    def failed(self) -> bool:
+        if self._done:
+            return False
+        if self._proc is not None:
+            return self._proc.poll() not in (None, 0)
+        return self._task is not None and self._task.done() and self._task.exception() is not None
+
+    async def result(self) -> dict[str, Any]:
+        if self._proc is not None:
+            line = await asyncio.to_thread(_read_line, self._proc, "RESULT ")
+            self._done = True
+            self.children.stop(self._proc)
+            return json.loads(line)  # type: ignore[no-any-return]
+        assert self._task is not None
+        result = await self._task
+        self._done = True
+        return result
+
+    async def cancel(self) -> None:
+        if self._proc is not None:
+            self.children.stop(self._proc)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+def settings_for(database_url: str, workdir: Path, secret_key: str, **extra: Any) -> Any:
+    from maintlink.config import Settings
+
+    return Settings(data_dir=workdir, database_url=database_url, secret_key=secret_key,
+                    environment="production", sandbox_enabled=False, **extra)
+
+
+async def _pg_admin(*statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=10)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def fresh_store(store: str, workdir: Path) -> str:
+    from maintlink.store.db import create_engine, migrate
+
+    if store == "sqlite":
+        url = f"sqlite+aiosqlite:///{workdir / 'webhooks.db'}"
+    else:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
+                        f'CREATE DATABASE "{PG_DATABASE}"')
+        url = "postgresql+asyncpg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + \
+            "/" + PG_DATABASE
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+async def drop_store(store: str) -> None:
+    if store == "postgresql":
+        with contextlib.suppress(Exception):
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
+
+
+@dataclass
+class SqlCounter:
+    """Round trips of an engine: statements, transactions and pool checkouts (each checkout
+    pings the server first when ``pool_pre_ping`` is on)."""
+
+    statements: int = 0
+    transactions: int = 0
+    checkouts: int = 0
+
+    def attach(self, engine: Any) -> SqlCounter:
+        from sqlalchemy import event
+
+        def statement(*_: Any) -> None:
+            self.statements += 1
+
+        def begin(*_: Any) -> None:
+            self.transactions += 1
+
+        def checkout(*_: Any) -> None:
+            self.checkouts += 1
+
+        event.listen(engine.sync_engine, "before_cursor_execute", statement)
+        event.listen(engine.sync_engine, "begin", begin)
+        event.listen(engine.sync_engine.pool, "checkout", checkout)
+        return self
+
+    def snapshot(self) -> tuple[int, int, int]:
+        return self.statements, self.transactions, self.checkouts
+
+
+@dataclass
+class StoreContext:
+    store: str
+    database_url: str
+    workdir: Path
+    secret_key: str
+    rt: Any
+    account_id: str
+    endpoint_id: str
+    sql: SqlCounter = field(default_factory=SqlCounter)
+
+
+async def clear_outbox(rt: Any) -> None:
+    """Empty events, deliveries and attempts between phases."""
+    from sqlalchemy import text
+
+    async with rt.engine.begin() as conn:
+        if rt.dialect == "postgresql":
+            await conn.execute(text("TRUNCATE attempts, deliveries, events"))
+        else:
+            for table in ("attempts", "deliveries", "events"):
+                await conn.execute(text(f"DELETE FROM {table}"))
+    if rt.dialect == "postgresql":
+        async with rt.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("ANALYZE attempts, deliveries, events"))
+
+
+async def store_check(rt: Any) -> dict[str, Any]:
+    """Delivery statuses and the attempt log, straight from the store."""
+    from sqlalchemy import distinct, func, select
+
+    from maintlink.store.tables import attempts, deliveries
+
+    async with rt.engine.connect() as conn:
+        statuses = {row[0]: int(row[1]) for row in await conn.execute(
+            select(deliveries.c.status, func.count()).group_by(deliveries.c.status))}
+        count, ok, distinct_deliveries, highest = (await conn.execute(select(
+            func.count(), func.coalesce(func.sum(attempts.c.success), 0),
+            func.count(distinct(attempts.c.delivery_id)),
+            func.coalesce(func.max(attempts.c.attempt_number), 0)))).one()
+    return {"statuses": statuses, "attempts": int(count), "successful_attempts": int(ok),
+            "attempted_deliveries": int(distinct_deliveries), "max_attempt_number": int(highest)}
+
+
+def check_passed(check: dict[str, Any], expected: int) -> bool:
+    return (check["statuses"] == {"succeeded": expected} and check["attempts"] == expected
+            and check["successful_attempts"] == expected
+            and check["attempted_deliveries"] == expected and check["max_attempt_number"] == 1
+            and check["received"] == expected and check["duplicates"] == 0)
+
+
+# --- the HTTP ceiling --------------------------------------------------------------------------
+
+
+def ceiling_request(body: bytes, i: int) -> dict[str, str]:
+    """The headers the worker sends, with a fixed signature (no signing here)."""
+    return {
+        "webhook-id": f"msg_ceiling_{i:08d}",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+        "Maintlink-Version": "v1",
+        "Content-Type": "application/json",
+        "User-Agent": "maintlink-webhooks/0.1",
+    }
+
+
+async def _post_loop(total: int, concurrency: int,
+                     post: Callable[[int], Awaitable[int]]) -> tuple[float, float]:
+    """``total`` POSTs, ``concurrency`` in flight: requests per second, and CPU seconds of this
+    process per request."""
+    counter = iter(range(total))
+    failures = 0
+
+    async def loop() -> None:
+        nonlocal failures
+        for i in counter:
+            if not 200 <= await post(i) < 300:
+                failures += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    if failures:
+        raise RuntimeError(f"{failures} ceiling requests failed")
+    return total / seconds, cpu / total
+
+
+async def ceiling_aiohttp(settings: Any, url: str, body: bytes, total: int,
+                          concurrency: int) -> tuple[float, float]:
+    """The worker's own session set-up (``DeliveryWorker._session_for_delivery``)."""
+    import aiohttp
+
+    from maintlink.webhooks import urls
+
+    connector = urls.make_connector(
+        allowed_networks=urls.parse_allowed_networks(settings.webhook_allowed_networks),
+        ssl_context=urls.make_ssl_context(settings.webhook_ca_bundle),
+        limit=settings.webhook_worker_concurrency,
+        limit_per_host=settings.webhook_endpoint_concurrency,
+    )
+    timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                     trust_env=False) as session:
+
+        async def post(i: int) -> int:
+            async with session.post(url, data=body, headers=ceiling_request(body, i),
+                                    allow_redirects=False, timeout=timeout) as resp:
+                await resp.read()
+                return resp.status
+
+        await _post_loop(concurrency * 20, concurrency, post)  # connect and warm up
+        return await _post_loop(total, concurrency, post)
+
+
+async def ceiling_httpx(settings: Any, url: str, body: bytes, total: int,
+                        concurrency: int) -> tuple[float, float]:
+    import httpx
+
+    from maintlink.webhooks import urls
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(verify=urls.make_ssl_context(settings.webhook_ca_bundle),
+                                 limits=limits, trust_env=False, follow_redirects=False,
+                                 timeout=settings.webhook_timeout_seconds) as client:
+
+        async def post(i: int) -> int:
+            resp = await client.post(url, content=body, headers=ceiling_request(body, i))
+            return resp.status_code
+
+        await _post_loop(concurrency * 20, concurrency, post)
+        return await _post_loop(total, concurrency, post)
+
+
+# --- the phases --------------------------------------------------------------------------------
+
+
+async def running(worker: Any) -> asyncio.Task[None]:
+    """Start ``worker.run()`` and wait until its wake-ups are armed."""
+    task = asyncio.create_task(worker.run(), name=f"worker:{worker.worker_id}")
+    async with asyncio.timeout(15):
+        while not worker.ready.is_set():
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+    return task
+
+
+async def stop_workers(workers: list[Any], tasks: list[asyncio.Task[None]]) -> None:
+    for worker in workers:
+        worker.stop()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(20):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_recorded(workers: list[Any], expected: int, emitter: Emitter) -> float:
+    """time.time() when the workers have recorded ``expected`` attempts in all."""
+    seen, last_progress = 0, time.monotonic()
+    while True:
+        done = sum(w.attempted for w in workers)
+        if done >= expected:
+            return time.time()
+        if done != seen:
+            seen, last_progress = done, time.monotonic()
+        elif time.monotonic() - last_progress > STALL_SECONDS:
+            raise RuntimeError(f"stalled at {done} of {expected} recorded attempts")
+        if emitter.failed():
+            raise RuntimeError("the emitter failed")
+        await asyncio.sleep(0.002)
+
+
+async def saturation(ctx: StoreContext, children: Children, receiver: ReceiverControl,
+                     args: argparse.Namespace, n_workers: int, emit_mode: str,
+                     backlog: bool = False) -> dict[str, Any]:
+    """Deliveries per second while the events are being emitted, from the first commit to the
+    last recorded delivery; with ``backlog``, of a backlog emitted before the workers start,
+    from their start (the worker alone, whatever the emitter's speed)."""
+    from maintlink.webhooks.delivery import DeliveryWorker
+
+    await clear_outbox(ctx.rt)
+    await receiver.reset()
+    expected = args.events  # one endpoint: one delivery per event
+    emitter = Emitter(emit_mode, children, ctx,
+                      {"mode": "burst", "events": args.events, "batch": args.emit_batch})
+    await emitter.prepare()
+    workers = [DeliveryWorker(ctx.rt, f"bench-{n_workers}-{i}") for i in range(n_workers)]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if backlog:
+            emitter.go()
+            emitted = await emitter.result()
+            cpu, sql = time.process_time(), ctx.sql.snapshot()
+            started = time.time()
+            tasks = [asyncio.create_task(w.run()) for w in workers]
+        else:
+            tasks = [await running(w) for w in workers]
+            cpu, sql = time.process_time(), ctx.sql.snapshot()
+            emitter.go()
+        finished = await wait_recorded(workers, expected, emitter)
+        cpu = time.process_time() - cpu
+        sql = tuple(b - a for a, b in zip(sql, ctx.sql.snapshot(), strict=True))
+        if not backlog:
+            emitted = await emitter.result()
+            started = emitted["first_commit"]
+    finally:
+        await emitter.cancel()
+        await stop_workers(workers, tasks)
+    check = await store_check(ctx.rt)
+    stats = await receiver.stats()
+    check.update(received=stats["requests"], duplicates=stats["duplicates"])
+    seconds = finished - started
+    return {
+        "workers": n_workers, "deliveries": expected, "seconds": seconds,
+        "rate": expected / seconds,
+        "emit_seconds": emitted["last_commit"] - emitted["first_commit"],
+        "tail_seconds": finished - emitted["last_commit"], "check": check,
+        "ok": check_passed(check, expected), "cpu_ms": cpu / expected * 1000,
+        "sql_per_delivery": [n / expected for n in sql],
+        "emitter_cpu_ms": emitted.get("cpu", 0.0) / expected * 1000,
+    }
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    if not values:
+        return float("nan")
+    rank = max(1, min(len(values), int(-(-p * len(values) // 100))))
+    return values[rank - 1]
+
+
+async def latency(ctx: StoreContext, children: Children, receiver: ReceiverControl,
+                  args: argparse.Namespace, emit_mode: str) -> dict[str, Any]:
+    from maintlink.webhooks.delivery import DeliveryWorker
+
+    await clear_outbox(ctx.rt)
+    await receiver.reset()
+    emitter = Emitter(emit_mode, children, ctx,
+                      {"mode": "steady", "rate": args.rate, "duration": args.duration})
+    await emitter.prepare()
+    worker = DeliveryWorker(ctx.rt, "bench-latency")
+    task = await running(worker)
+    try:
+        emitter.go()
+        emitted = await emitter.result()
+        await wait_recorded([worker], emitted["events"], emitter)
+    finally:
+        await emitter.cancel()
+        await stop_workers([worker], [task])
+    stats = await receiver.stats(arrivals=True)
+    arrivals: dict[str, float] = stats["arrivals"]
+    commits: dict[str, float] = emitted["commits"]
+    lat = sorted((arrivals[e] - c) * 1000 for e, c in commits.items() if e in arrivals)
+    check = await store_check(ctx.rt)
+    check.update(received=stats["requests"], duplicates=stats["duplicates"])
+    return {
+        "events": emitted["events"], "seconds": emitted["seconds"],
+        "achieved_rate": emitted["events"] / emitted["seconds"],
+        "max_behind_ms": emitted["max_behind"] * 1000, "missing": len(commits) - len(lat),
+        "p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
+        "max": lat[-1] if lat else float("nan"), "min": lat[0] if lat else float("nan"),
+        "check": check, "ok": check_passed(check, emitted["events"]),
+    }
+
+
+async def run_store(store: str, children: Children, receiver: ReceiverControl,
+                    args: argparse.Namespace, workdir: Path, ca_file: str,
+                    body: bytes) -> dict[str, Any]:
+    from maintlink.crypto import generate_key
+    from maintlink.domain.accounts import create_admin_key
+    from maintlink.domain.endpoints import create_endpoint
+    from maintlink.runtime import build_runtime
+
+    emit_mode = args.emitter if args.emitter != "auto" else (
+        "process" if store == "postgresql" else "inline")
+    store_dir = workdir / store
+    store_dir.mkdir()
+    database_url = await fresh_store(store, store_dir)
+    secret_key = generate_key()
+    settings = settings_for(database_url, store_dir, secret_key,
+                            webhook_ca_bundle=ca_file, webhook_allowed_networks="127.0.0.0/8",
+                            webhook_endpoint_concurrency=args.concurrency)
+    rt = build_runtime(settings)
+    out: dict[str, Any] = {"emitter": emit_mode, "load_before": os.getloadavg()[0],
+                           "wakeups": "NOTIFY" if store == "postgresql" else "in-process"}
+    try:
+        async with rt.engine.begin() as conn:
+            account_id, _, _ = await create_admin_key(conn, "bench")
+            endpoint, _ = await create_endpoint(conn, rt, account_id=account_id,
+                                                url=receiver.url)
+        ctx = StoreContext(store, database_url, store_dir, secret_key, rt, account_id,
+                           endpoint.id, SqlCounter().attach(rt.engine))
+        log(f"[{store}] ceiling: {args.events:,} bare aiohttp POSTs, "
+            f"{args.concurrency} in flight ...")
+        await receiver.reset()
+        out["ceiling"], out["ceiling_cpu_ms"] = await ceiling_aiohttp(
+            settings, receiver.url, body, args.events, args.concurrency)
+        out["ceiling_cpu_ms"] *= 1000
+        log(f"[{store}]   {out['ceiling']:,.0f} requests/s")
+        out["saturation"] = []
+        plan = [(n, False) for n in args.workers] + [(1, True)]
+        for n, backlog in plan:
+            what = "a backlog emitted first" if backlog else "emitted meanwhile"
+            log(f"[{store}] saturation: {args.events:,} events ({what}), {args.emit_batch} per "
+                f"transaction ({emit_mode} emitter), {n} worker(s) ...")
+            result = await saturation(ctx, children, receiver, args, n, emit_mode, backlog)
+            result["backlog"] = backlog
+            out["saturation"].append(result)
+            log(f"[{store}]   {result['rate']:,.0f} deliveries/s "
+                f"(ratio {result['rate'] / out['ceiling']:.2f}), store check "
+                f"{'ok' if result['ok'] else 'FAILED: ' + json.dumps(result['check'])}")
+        log(f"[{store}] latency: {args.rate:g} events/s for {args.duration:g} s ...")
+        out["latency"] = lat = await latency(ctx, children, receiver, args, emit_mode)
+        log(f"[{store}]   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+            f"max {lat['max']:.1f} ms")
+    finally:
+        await rt.aclose()
+        await drop_store(store)
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+# --- signing (bench/signing.py) ----------------------------------------------------------------
+
+
+def signing_throughput(seconds: float, repeat: int) -> dict[str, float]:
+    spec = importlib.util.spec_from_file_location("bench_signing", BENCH_DIR / "signing.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from maintlink.webhooks.signing import generate_secret
+
+    secret = generate_secret()
+    body = mod.make_body(1024)
+    timestamp = int(time.time())
+    assert mod.ours(secret, body, timestamp)("msg_check") == mod.theirs(
+        secret, body, timestamp)("msg_check")
+    return {
+        "maintlink": mod.ops_per_second(mod.ours(secret, body, timestamp), seconds, repeat),
+        "standardwebhooks": mod.ops_per_second(mod.theirs(secret, body, timestamp), seconds,
+                                               repeat),
+    }
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
+           clients: dict[str, float], args: argparse.Namespace, body_bytes: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def verdict(good: bool) -> str:
+        return "[green]yes[/green]" if good else "[red]NO[/red]"
+
+    stores = list(results)
+    names = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+    table = Table(title=f"maintlink webhook delivery: 1 endpoint, {args.concurrency} requests "
+                        f"in flight, {body_bytes} B bodies, HTTPS on loopback")
+    table.add_column("metric")
+    for store in stores:
+        table.add_column(names[store], justify="right")
+    table.add_column("target (PostgreSQL)", justify="right")
+    table.add_column("met", justify="center")
+
+    def row(name: str, get: Callable[[dict[str, Any]], str], target: str = "",
+            met: Callable[[dict[str, Any]], bool] | None = None) -> None:
+        cells = [get(results[s]) for s in stores]
+        pg = results.get("postgresql")
+        table.add_row(name, *cells, target, verdict(met(pg)) if met and pg else "")
+
+    row("emitter (wake-ups)", lambda r: f"{r['emitter']} ({r['wakeups']})")
+    row("load average (1 min) before -> after", lambda r: (
+        f"{r['load_before']:.1f} -> {r['load_after']:.1f}"), f"< {os.cpu_count()} (idle box)",
+        lambda r: max(r["load_before"], r["load_after"]) < (os.cpu_count() or 1))
+    row("HTTP ceiling (bare aiohttp loop)", lambda r: f"{r['ceiling']:,.0f} req/s")
+    row("  CPU of this process per request", lambda r: f"{r['ceiling_cpu_ms']:.2f} ms")
+    for i, first in enumerate(results[stores[0]]["saturation"]):
+        def sat(r: dict[str, Any], i: int = i) -> dict[str, Any]:
+            return r["saturation"][i]  # type: ignore[no-any-return]
+
+        n, backlog = first["workers"], first["backlog"]
+        label = f"{n} worker{'s' if n > 1 else ''}"
+        main = n == 1 and not backlog
+        table.add_section()
+        if backlog:
+            row(f"backlog drain, {label}: {args.events:,} events", lambda r, s=sat: (
+                f"{s(r)['rate']:,.0f} deliveries/s"))
+            row("  worker start -> last recorded", lambda r, s=sat: f"{s(r)['seconds']:.2f} s")
+        else:
+            row(f"saturation, {label}: {args.events:,} events", lambda r, s=sat: (
+                f"{s(r)['rate']:,.0f} deliveries/s"))
+            row("  first commit -> last recorded", lambda r, s=sat: f"{s(r)['seconds']:.2f} s")
+            row("  emitting took / queue drained after", lambda r, s=sat: (
+                f"{s(r)['emit_seconds']:.2f} s / {s(r)['tail_seconds']:.2f} s"))
+        row("  SQL per delivery: statements / txns / checkouts", lambda r, s=sat: (
+            "{:.2f} / {:.2f} / {:.2f}".format(*s(r)["sql_per_delivery"])
+            + (" (+emitter)" if r["emitter"] == "inline" and not s(r)["backlog"] else "")))
+        row("  CPU per delivery: this process / emitter", lambda r, s=sat: (
+            f"{s(r)['cpu_ms']:.2f} / " + (f"{s(r)['emitter_cpu_ms']:.2f} ms"
+                                          if r["emitter"] == "process" else "(inline)")))
+        row(f"  ratio to the ceiling ({label}{', backlog' if backlog else ''})",
+            lambda r, s=sat: f"{s(r)['rate'] / r['ceiling']:.2f}",
+            f">= {TARGET_RATIO}" if main else "",
+            (lambda r, s=sat: s(r)["rate"] / r["ceiling"] >= TARGET_RATIO) if main else None)
+        row("  store: succeeded / attempts / received", lambda r, s=sat: (
+            f"{s(r)['check']['statuses'].get('succeeded', 0):,} / "
+            f"{s(r)['check']['attempts']:,} / {s(r)['check']['received']:,}"),
+            "all, once each", lambda r, s=sat: bool(s(r)["ok"]))
+    table.add_section()
+    row(f"latency: {args.rate:g} events/s for {args.duration:g} s",
+        lambda r: f"{r['latency']['events']:,} events ({r['latency']['achieved_rate']:.0f}/s)")
+    row("  commit -> receipt p50", lambda r: f"{r['latency']['p50']:.1f} ms",
+        f"<= {TARGET_P50_MS:g} ms", lambda r: r["latency"]["p50"] <= TARGET_P50_MS)
+    row("  p90", lambda r: f"{r['latency']['p90']:.1f} ms")
+    row("  p99", lambda r: f"{r['latency']['p99']:.1f} ms",
+        f"<= {TARGET_P99_MS:g} ms", lambda r: r["latency"]["p99"] <= TARGET_P99_MS)
+    row("  min / max", lambda r: f"{r['latency']['min']:.1f} / {r['latency']['max']:.1f} ms")
+    row("  store: all succeeded, received once", lambda r: (
+        f"{r['latency']['check']['received']:,} rcvd, {r['latency']['missing']} missing"),
+        "all", lambda r: bool(r["latency"]["ok"]) and r["latency"]["missing"] == 0)
+
+    other = Table(title="signing and HTTP client (store-independent)")
+    other.add_column("metric")
+    other.add_column("maintlink / aiohttp", justify="right")
+    other.add_column("standardwebhooks / httpx", justify="right")
+    other.add_column("ratio", justify="right")
+    other.add_row("sign + verify, 1 KiB body, one secret",
+                  f"{signing['maintlink']:,.0f} ops/s", f"{signing['standardwebhooks']:,.0f} ops/s",
+                  f"{signing['maintlink'] / signing['standardwebhooks']:.2f}x")
+    other.add_row(f"ceiling POST loop, {args.concurrency} in flight, {args.events:,} requests",
+                  f"{clients['aiohttp']:,.0f} req/s", f"{clients['httpx']:,.0f} req/s",
+                  f"{clients['aiohttp'] / clients['httpx']:.2f}x")
+
+    console = Console()
+    console.width = max(console.width, 132)  # piped output: rich assumes 80 columns
+    console.print(table)
+    console.print(other)
+    console.print(
+        f"Deliveries/s: from the first emitting commit until the last delivery's attempt "
+        f"transaction committed (succeeded); {args.emit_batch} events per emitting transaction. "
+        "The receiver is a separate process (aiohttp on uvloop); the workers run in this "
+        "process on the default asyncio loop, as `maintlink worker` does. Latency: time.time() "
+        "after the emitting commit -> time.time() when the receiver's handler starts. "
+        f"{os.cpu_count()} CPUs.")
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def make_body() -> bytes:
+    """A body of the size the worker sends: a rendered ``sync.completed`` event."""
+    from maintlink.domain.events import render
+    from maintlink.store.types import utcnow
+
+    row = {"id": "evt_01JD7Q6C7D8E9F0G1H2J3K4L5M", "type": EVENT_TYPE,
+           "created_at": utcnow(), "connection_id": None, "customer_id": "cus_bench",
+           "sequence": None, "data": json.loads(json.dumps(_event_data(0)))}
+    return render(row, "v1").encode()
+
+
+async def run_all(args: argparse.Namespace, children: Children, workdir: Path) -> None:
+    import trustme
+
+    from maintlink.webhooks import urls
+
+    started = time.perf_counter()
+    log("sign + verify: maintlink vs standardwebhooks ...")
+    signing = signing_throughput(args.sign_seconds, 3)
+
+    ca = trustme.CA()
+    ca_file, cert_file, key_file = (str(workdir / n) for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(ca_file)
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(key_file)
+    with open(cert_file, "wb") as f:
+        for blob in cert.cert_chain_pems:
+            f.write(blob.bytes())
+    proc = children.start("--_receiver", json.dumps({"cert": cert_file, "key": key_file}))
+    port = int(await asyncio.to_thread(_read_line, proc, "PORT "))
+    receiver = ReceiverControl(f"https://127.0.0.1:{port}", urls.make_ssl_context(ca_file))
+    body = make_body()
+
+    from maintlink.config import Settings
+
+    client_settings = Settings(webhook_ca_bundle=ca_file,
+                               webhook_allowed_networks="127.0.0.0/8",
+                               webhook_endpoint_concurrency=args.concurrency)
+    log(f"HTTP clients: aiohttp vs httpx, {args.concurrency} in flight ...")
+    clients: dict[str, float] = {"aiohttp": 0.0, "httpx": 0.0}
+    for _ in range(2):  # alternate, best of two each
+        for name, fn in (("aiohttp", ceiling_aiohttp), ("httpx", ceiling_httpx)):
+            await receiver.reset()
+            rate, _ = await fn(client_settings, receiver.url, body, args.events,
+                               args.concurrency)
+            clients[name] = max(clients[name], rate)
+    log(f"  aiohttp {clients['aiohttp']:,.0f} req/s, httpx {clients['httpx']:,.0f} req/s")
+
+    results: dict[str, dict[str, Any]] = {}
+    for store in args.stores:
+        results[store] = await run_store(store, children, receiver, args, workdir, ca_file, body)
+    report(results, signing, clients, args, len(body))
+    print(f"total {time.perf_counter() - started:,.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=("postgresql", "sqlite", "both"), default="both")
+    parser.add_argument("--events", type=int, default=5000,
+                        help="events for the saturation run (and ceiling requests)")
+    parser.add_argument("--emit-batch", type=int, default=10,
+                        help="events per emitting transaction in the saturation run")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="events per second in the latency run")
+    parser.add_argument("--duration", type=float, default=15.0,
+                        help="seconds of the latency run")
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated worker counts for saturation runs, e.g. 1,2")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="webhook_endpoint_concurrency, and the ceiling's requests in flight")
+    parser.add_argument("--emitter", choices=("auto", "process", "inline"), default="auto",
+                        help="auto: a separate process on PostgreSQL, inline on SQLite")
+    parser.add_argument("--sign-seconds", type=float, default=0.5,
+                        help="length of one signing run (best of 3)")
+    parser.add_argument("--_receiver", help=argparse.SUPPRESS)
+    parser.add_argument("--_emitter", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._receiver is not None:
+        receiver_main(args._receiver)
+        return
+    if args._emitter is not None:
+        emitter_main(args._emitter)
+        return
+    args.stores = ["postgresql", "sqlite"] if args.store == "both" else [args.store]
+    args.workers = [int(n) for n in args.workers.split(",") if n.strip()]
+
+    # A plain `kill` cleans up like Ctrl-C does (children also get SIGTERM if this one dies).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
+    children = Children()
+    workdir = Path(tempfile.mkdtemp(prefix="maintlink-bench-webhooks-"))
+    try:
+        asyncio.run(run_all(args, children, workdir))
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        sys.exit(130)
+    finally:
+        children.stop_all()
+        if "postgresql" in args.stores:
+            asyncio.run(drop_store("postgresql"))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
