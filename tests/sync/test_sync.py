@@ -180,6 +180,9 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
             await asyncio.sleep(0.01)
         task.cancel()  # the worker dies here: no clean-up runs
         await asyncio.gather(task, return_exceptions=True)
+        # A dead process's database connections die with it (and SQLite's write lock
+        # with them): close what the cancelled run may still hold.
+        await h.rt.engine.dispose()
         first = len(pages)
         h.clock.advance(seconds=h.rt.settings.sync_lease_seconds + 1)
         pages.clear()
