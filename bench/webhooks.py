@@ -187,7 +187,7 @@ def receiver_main(raw: str) -> None:
         app.router.add_get("/_stats", stats)
         app.router.add_post("/_reset", reset)
         app.router.add_post("/{tail:.*}", hook)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cfg["cert"], cfg["key"])
@@ -228,7 +228,9 @@ class ReceiverControl:
         await self._call("POST", "/_reset")
 
     async def stats(self, arrivals: bool = False) -> dict[str, Any]:
-        return await self._call("GET", "/_stats?arrivals=1" if arrivals else "/_stats")  # type: ignore[no-any-return]
+        result: dict[str, Any] = await self._call(
+            "GET", "/_stats?arrivals=1" if arrivals else "/_stats")
+        return result
 
 
 # --- emitting events ---------------------------------------------------------------------------
@@ -514,7 +516,7 @@ def check_passed(check: dict[str, Any], expected: int) -> bool:
 # --- the HTTP ceiling --------------------------------------------------------------------------
 
 
-def ceiling_request(body: bytes, i: int) -> dict[str, str]:
+def ceiling_request(i: int) -> dict[str, str]:
     """The headers the worker sends, with a fixed signature (no signing here)."""
     return {
         "webhook-id": f"msg_ceiling_{i:08d}",
@@ -566,7 +568,7 @@ async def ceiling_aiohttp(settings: Any, url: str, body: bytes, total: int,
                                      trust_env=False) as session:
 
         async def post(i: int) -> int:
-            async with session.post(url, data=body, headers=ceiling_request(body, i),
+            async with session.post(url, data=body, headers=ceiling_request(i),
                                     allow_redirects=False, timeout=timeout) as resp:
                 await resp.read()
                 return resp.status
@@ -587,7 +589,7 @@ async def ceiling_httpx(settings: Any, url: str, body: bytes, total: int,
                                  timeout=settings.webhook_timeout_seconds) as client:
 
         async def post(i: int) -> int:
-            resp = await client.post(url, content=body, headers=ceiling_request(body, i))
+            resp = await client.post(url, content=body, headers=ceiling_request(i))
             return resp.status_code
 
         await _post_loop(concurrency * 20, concurrency, post)
