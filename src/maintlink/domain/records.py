@@ -158,7 +158,9 @@ async def _upsert_live_pg(
         "remote_created_at": m.remote_created_at, "remote_updated_at": m.remote_updated_at,
         "modified_at": now, "deleted_at": None, "data_hash": m.digest,
     } for remote_id, m in items.items()]
-    stmt = pg_insert(records).values(rows)
+    # Executemany, not `.values(rows)`: SQLAlchemy batches the rows into one INSERT with
+    # a statement compiled once and cached; a multi-row `.values()` is compiled every page.
+    stmt = pg_insert(records)
     excluded = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["connection_id", "entity", "remote_id"],
@@ -170,7 +172,7 @@ async def _upsert_live_pg(
         | records.c.deleted_at.is_not(None),
     ).returning(text("(xmax = 0) AS inserted"))
     counts = Counts()
-    for row in await conn.execute(stmt):
+    for row in await conn.execute(stmt, rows):
         if row.inserted:
             counts.created += 1
         else:
