@@ -62,23 +62,33 @@ class Mapped:
     remote_created_at: datetime | None
     remote_updated_at: datetime | None
     remote_deleted_at: datetime | None
+    digest: str  # of data, remote_data and remote_deleted_at: equal digests, no change
 
-    @property
-    def digest(self) -> str:
-        raw = orjson.dumps([self.data, self.remote_data, self.remote_deleted_at],
-                           option=orjson.OPT_SORT_KEYS, default=_default)
-        return hashlib.sha256(raw).hexdigest()
+
+def _digest(data: Any, remote_data: Any, remote_deleted_at: datetime | None) -> str:
+    raw = orjson.dumps([data, remote_data, remote_deleted_at], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(raw).hexdigest()
 
 
 def to_mapped(fields: Mapping[str, Any], raw: Mapping[str, Any]) -> Mapped:
-    data = {k: v for k, v in fields.items() if k not in _COMMON}
+    data = jsonable({k: v for k, v in fields.items() if k not in _COMMON})
+    remote_data = dict(raw)
+    deleted_at = fields.get("remote_deleted_at")
+    try:
+        # Raw records are decoded JSON and stored as they are: encoding them for the
+        # digest is the check, and orjson encodes them the same way for the store.
+        digest = _digest(data, remote_data, deleted_at)
+    except TypeError:  # not plain JSON (a Decimal, a set...): normalize it first
+        remote_data = jsonable(remote_data)
+        digest = _digest(data, remote_data, deleted_at)
     return Mapped(
         remote_id=str(fields["remote_id"]),
-        data=jsonable(data),
-        remote_data=jsonable(dict(raw)),
+        data=data,
+        remote_data=remote_data,
         remote_created_at=fields.get("created_at"),
         remote_updated_at=fields.get("updated_at"),
-        remote_deleted_at=fields.get("remote_deleted_at"),
+        remote_deleted_at=deleted_at,
+        digest=digest,
     )
 
 
