@@ -12,8 +12,14 @@ How it keeps its promises:
 * **Fast.** PostgreSQL ``LISTEN maintlink_deliveries`` (SQLite: ``wakeup``) wakes the worker when
   an event commits; a poll every second is the safety net.
 * **Isolation.** At most ``webhook_endpoint_concurrency`` requests per endpoint and
-  ``webhook_worker_concurrency`` in all are in flight; an endpoint at its cap is left out of the
-  claim, so a dead endpoint only ever occupies its own slots.
+  ``webhook_worker_concurrency`` in all are in flight. A worker claims a few times an endpoint's
+  cap ahead (``PREFETCH``) so that claims come in batches; an endpoint it holds that many of is
+  left out of the claim, so a dead endpoint only ever occupies its own slots and a bounded
+  number of leases.
+* **Cheap.** Successes are recorded in batches: one task writes every success that arrived
+  while the previous batch was being committed. On PostgreSQL, claims and those batches are
+  single statements on the worker's own asyncpg connections (``delivery_pg``); failures, which
+  decide retries and disabling, are recorded one by one through the engine.
 
 Outcomes: any 2xx succeeds; anything else fails with a kind (``FAILURE_KINDS``) and is retried on
 the schedule in ``schedule.py`` until it is exhausted. 410 Gone, or failing continuously for
@@ -40,7 +46,21 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from sqlalchemy import Row, and_, case, delete, exists, func, literal, or_, select, update
+import asyncpg
+import orjson
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,11 +71,10 @@ from maintlink.ids import new_id
 from maintlink.runtime import Runtime
 from maintlink.store.tables import attempts, deliveries, events, webhook_endpoints
 from maintlink.webhooks import signing, urls, wakeup
+from maintlink.webhooks.delivery_pg import CLAIM_SQL, RECORD_SUCCESSES_SQL, PgLink
 from maintlink.webhooks.schedule import retry_delay
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from maintlink.worker import Job
 
 __all__ = [
@@ -90,6 +109,10 @@ LEASE_MARGIN_SECONDS = 5.0
 # Past the logged prefix, read at most this much more to keep the connection reusable.
 DRAIN_BYTES = 64 * 1024
 MAX_ERROR_CHARS = 2000
+# A worker holds (has leased) at most this many times an endpoint's concurrency cap of its
+# deliveries: enough for claims to come in batches, few enough that a dead endpoint's
+# prefetched deliveries are sent well within their lease (the lease is extended otherwise).
+PREFETCH = 4
 
 @dataclass(frozen=True)
 class Outcome:
@@ -104,7 +127,34 @@ class Outcome:
     duration_ms: int = 0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """What sending needs of an endpoint, as it was when its deliveries were claimed."""
+
+    id: str
+    url: str
+    headers: Mapping[str, Any] | None
+    api_version: str
+    rate_limit_per_second: int | None
+    secret_encrypted: str
+    previous_secret_encrypted: str | None
+    previous_secret_expires_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> _Endpoint:
+        return cls(id=row.id, url=row.url, headers=row.headers, api_version=row.api_version,
+                   rate_limit_per_second=row.rate_limit_per_second,
+                   secret_encrypted=row.secret_encrypted,
+                   previous_secret_encrypted=row.previous_secret_encrypted,
+                   previous_secret_expires_at=row.previous_secret_expires_at)
+
+    def secrets(self) -> dict[str, Any]:
+        return {"secret_encrypted": self.secret_encrypted,
+                "previous_secret_encrypted": self.previous_secret_encrypted,
+                "previous_secret_expires_at": self.previous_secret_expires_at}
+
+
+@dataclass(slots=True)
 class _Claimed:
     id: str
     event_id: str
@@ -114,7 +164,17 @@ class _Claimed:
     attempt_count: int
     trigger: str
     lease_expires_at: datetime
-    endpoint: Row[Any]
+    endpoint: _Endpoint
+
+
+@dataclass(slots=True)
+class _Success:
+    """A successful attempt waiting for its batch to be recorded."""
+
+    job: _Claimed
+    started_at: datetime
+    outcome: Outcome
+    done: asyncio.Future[bool]
 
 
 class _TokenBucket:
@@ -240,6 +300,7 @@ class DeliveryWorker:
         shutdown_grace: float | None = None,
         rng: random.Random | None = None,
         listen: bool = True,
+        prefetch: int = PREFETCH,
     ) -> None:
         self.rt = rt
         self.settings = rt.settings
@@ -253,11 +314,26 @@ class DeliveryWorker:
         self.listen = listen
         self._allowed = urls.parse_allowed_networks(self.settings.webhook_allowed_networks)
         self._session: aiohttp.ClientSession | None = None
-        self._in_flight: dict[str, int] = {}
+        cap = self.settings.webhook_endpoint_concurrency
+        self._hold_max = max(1, prefetch) * cap
+        # Claimed and not yet recorded, per endpoint: leased to this worker, waiting for a
+        # slot, in flight or being recorded.
+        self._held: dict[str, int] = {}
+        self._hold_limit: dict[str, int] = {}
+        self._full: set[str] = set()  # endpoints left out of claims until they drain a little
+        self._slots: dict[str, asyncio.Semaphore] = {}  # requests in flight per endpoint
+        self._sending = asyncio.Semaphore(self.settings.webhook_worker_concurrency)
+        self._max_held = 2 * self.settings.webhook_worker_concurrency
         self._buckets: dict[str, _TokenBucket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._claim_lock = asyncio.Lock()
-        self._saturated = False
+        self._more = False  # the last claim may have left due deliveries behind
+        self._saturated = False  # this worker holds all it may: claim again when it drains
+        self._successes: list[_Success] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._pg: tuple[PgLink, PgLink] | None = None  # (claims, records)
+        self._pg_direct = rt.dialect == "postgresql" and rt.engine.dialect.driver == "asyncpg"
+        self._url_checks: dict[str, tuple[str, str] | None] = {}
         self._stop = asyncio.Event()
         self._kick = asyncio.Event()
         self.ready = asyncio.Event()  # wake-ups are armed (SQLite: registered; PG: listening)
@@ -279,13 +355,27 @@ class DeliveryWorker:
         self._kick.set()
 
     async def aclose(self) -> None:
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher}, timeout=self.settings.webhook_timeout_seconds)
+            self._flusher = None
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pg is not None:
+            links, self._pg = self._pg, None
+            for link in links:
+                await link.aclose()
 
     @property
     def in_flight(self) -> int:
-        return sum(self._in_flight.values())
+        """Deliveries claimed and not yet recorded."""
+        return sum(self._held.values())
+
+    @property
+    def direct_statements(self) -> int:
+        """Statements sent on the worker's own asyncpg connections (PostgreSQL), each its own
+        transaction; the engine's are counted by the engine's events."""
+        return sum(link.statements for link in self._pg) if self._pg is not None else 0
 
     async def run(self) -> None:
         """Deliver until ``stop()``; then let in-flight requests finish (``shutdown_grace``)."""
@@ -320,7 +410,7 @@ class DeliveryWorker:
                 log.exception("claiming deliveries failed")
                 claimed = 0
                 rechecks.clear()
-            if claimed:
+            if claimed and self._more:
                 rechecks.clear()
                 await asyncio.sleep(0)  # more may be due: claim again once the tasks started
                 continue
@@ -335,6 +425,8 @@ class DeliveryWorker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._flusher is not None:
+            await asyncio.wait({self._flusher}, timeout=self.settings.webhook_timeout_seconds)
         # Whatever was cut short goes back to the queue now instead of when its lease ends.
         with contextlib.suppress(Exception):
             now = self.rt.clock()
@@ -405,42 +497,94 @@ class DeliveryWorker:
             and_(d.status == "delivering", d.lease_expires_at < now),  # a crashed worker's
         )
 
+    def _links(self) -> tuple[PgLink, PgLink]:
+        if self._pg is None:
+            dsn = postgres_dsn(self.rt.engine.url)
+            name = f"maintlink-delivery {self.worker_id}"[:63]
+            # A claim lost in a server crash only means the row is pending again, so claims
+            # do not wait for the WAL flush; recorded attempts do.
+            self._pg = (PgLink(dsn, {"synchronous_commit": "off", "application_name": name}),
+                        PgLink(dsn, {"application_name": name}))
+        return self._pg
+
+    def _limit_for(self, endpoint: _Endpoint) -> int:
+        """How many of ``endpoint``'s deliveries this worker may hold at once."""
+        rate = endpoint.rate_limit_per_second
+        return max(1, min(self._hold_max, rate)) if rate and rate > 0 else self._hold_max
+
     async def _claim_and_dispatch(self) -> list[asyncio.Task[None]]:
         async with self._claim_lock:
-            free = self.settings.webhook_worker_concurrency - self.in_flight
-            limit = min(self.batch_size, free)
+            limit = min(self.batch_size, self._max_held - self.in_flight)
             if limit <= 0:
-                self._saturated = True
+                self._saturated, self._more = True, False
                 return []
             claimed = await self._claim(limit)
             tasks = []
             for job in claimed:
-                self._in_flight[job.endpoint_id] = self._in_flight.get(job.endpoint_id, 0) + 1
+                eid = job.endpoint_id
+                self._held[eid] = self._held.get(eid, 0) + 1
+                self._hold_limit[eid] = self._limit_for(job.endpoint)
                 task = asyncio.create_task(self._deliver(job), name=f"deliver:{job.id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 tasks.append(task)
-            cap = self.settings.webhook_endpoint_concurrency
-            self._saturated = (len(claimed) >= limit
-                               or any(n >= cap for n in self._in_flight.values()))
+            filled = {eid for eid in {job.endpoint_id for job in claimed}
+                      if self._held[eid] >= self._hold_limit[eid]}
+            self._full |= filled
+            self._saturated = self.in_flight >= self._max_held
+            # Claim again at once if the batch was full, or if an endpoint just filled up:
+            # the next claim leaves it out and may find other endpoints' deliveries.
+            self._more = len(claimed) >= limit or bool(filled)
             return tasks
 
-    def _claim_statement(self, now: datetime, limit: int, lease_until: datetime) -> Any:
+    async def _claim(self, limit: int) -> list[_Claimed]:
+        now = self.rt.clock()
+        lease_until = now + timedelta(seconds=self.settings.webhook_lease_seconds)
+        full = [eid for eid, n in self._held.items() if n >= self._hold_limit.get(eid, 0)]
+        partial = {eid: n for eid, n in self._held.items() if eid not in full}
+        if self._pg_direct:
+            return await self._claim_pg(now, lease_until, limit, full, partial)
+        return await self._claim_engine(now, lease_until, limit, full, partial)
+
+    async def _claim_pg(self, now: datetime, lease_until: datetime, limit: int,
+                        full: list[str], partial: dict[str, int]) -> list[_Claimed]:
+        rows = await self._links()[0].fetch(
+            CLAIM_SQL, now, lease_until, self.worker_id, full, list(partial),
+            list(partial.values()), self._hold_max, 2 * limit + self._hold_max, limit)
+        endpoints: dict[str, _Endpoint] = {}
+        out = []
+        for r in rows:
+            ep = endpoints.get(r["endpoint_id"])
+            if ep is None:
+                ep = endpoints[r["endpoint_id"]] = _Endpoint(
+                    id=r["endpoint_id"], url=r["url"], headers=orjson.loads(r["headers"]),
+                    api_version=r["api_version"],
+                    rate_limit_per_second=r["rate_limit_per_second"],
+                    secret_encrypted=r["secret_encrypted"],
+                    previous_secret_encrypted=r["previous_secret_encrypted"],
+                    previous_secret_expires_at=r["previous_secret_expires_at"])
+            out.append(_Claimed(id=r["id"], event_id=r["event_id"], endpoint_id=r["endpoint_id"],
+                                account_id=r["account_id"], body=r["body"],
+                                attempt_count=r["attempt_count"], trigger=r["trigger"],
+                                lease_expires_at=lease_until, endpoint=ep))
+        return out
+
+    def _claim_statement(self, now: datetime, limit: int, lease_until: datetime,
+                         full: list[str], partial: dict[str, int]) -> Any:
         d, e = deliveries, webhook_endpoints
-        cap = self.settings.webhook_endpoint_concurrency
-        full = [eid for eid, n in self._in_flight.items() if n >= cap]
-        partial = {eid: cap - n for eid, n in self._in_flight.items() if 0 < n < cap}
-        room_left: Any = (case(partial, value=d.c.endpoint_id, else_=cap) if partial
-                          else literal(cap))
+        held: Any = (case(partial, value=d.c.endpoint_id, else_=0) if partial else literal(0))
         rate = e.c.rate_limit_per_second
-        # Per endpoint and claim: no more than its free slots, nor than a second of its rate.
-        room = case((and_(rate.is_not(None), rate > 0, rate < room_left), rate), else_=room_left)
+        hold_max = literal(self._hold_max)
+        # Per endpoint: what this worker may still hold of it, and no more than a second of
+        # its rate.
+        room = case((and_(rate.is_not(None), rate > 0, rate < hold_max), rate),
+                    else_=hold_max) - held
         candidates = (
             select(d.c.id, d.c.endpoint_id, d.c.next_attempt_at, room.label("room"))
             .select_from(d.join(e, e.c.id == d.c.endpoint_id))
             .where(self._due(now), e.c.status == "enabled")
             .order_by(d.c.next_attempt_at, d.c.id)
-            .limit(limit * 4 + cap)
+            .limit(2 * limit + self._hold_max)
         )
         if full:
             candidates = candidates.where(d.c.endpoint_id.not_in(full))
@@ -465,17 +609,16 @@ class DeliveryWorker:
                        d.c.attempt_count, d.c.trigger)
         )
 
-    async def _claim(self, limit: int) -> list[_Claimed]:
+    async def _claim_engine(self, now: datetime, lease_until: datetime, limit: int,
+                            full: list[str], partial: dict[str, int]) -> list[_Claimed]:
         e = webhook_endpoints
-        now = self.rt.clock()
-        lease_until = now + timedelta(seconds=self.settings.webhook_lease_seconds)
-        stmt = self._claim_statement(now, limit, lease_until)
+        stmt = self._claim_statement(now, limit, lease_until, full, partial)
         async with self.rt.engine.begin() as conn:
             rows = (await conn.execute(stmt)).all()
             if not rows:
                 return []
             endpoint_ids = {r.endpoint_id for r in rows}
-            endpoints = {ep.id: ep for ep in await conn.execute(
+            endpoints = {ep.id: _Endpoint.of(ep) for ep in await conn.execute(
                 select(e).where(e.c.id.in_(endpoint_ids)))}
         return [
             _Claimed(id=r.id, event_id=r.event_id, endpoint_id=r.endpoint_id,
@@ -487,33 +630,61 @@ class DeliveryWorker:
 
     # -- delivering --
 
+    def _slot(self, endpoint_id: str) -> asyncio.Semaphore:
+        slot = self._slots.get(endpoint_id)
+        if slot is None:
+            slot = self._slots[endpoint_id] = asyncio.Semaphore(
+                self.settings.webhook_endpoint_concurrency)
+        return slot
+
     async def _deliver(self, job: _Claimed) -> None:
         try:
-            rate = job.endpoint.rate_limit_per_second
-            if rate and rate > 0:
-                bucket = self._buckets.get(job.endpoint_id)
-                if bucket is None or bucket.rate != rate:
-                    bucket = self._buckets[job.endpoint_id] = _TokenBucket(rate)
-                await bucket.take()
-            if not await self._keep_lease(job):
-                log.info("delivery %s was taken over by another worker", job.id)
-                return
-            started_at = self.rt.clock()
-            outcome = await self._attempt(job, started_at)
-            await self._record(job, started_at, outcome)
+            # The endpoint's cap limits requests in flight at the receiver: the slot is
+            # held from just before the request until its answer is in, not while waiting
+            # for the store.
+            async with self._slot(job.endpoint_id), self._sending:
+                rate = job.endpoint.rate_limit_per_second
+                if rate and rate > 0:
+                    bucket = self._buckets.get(job.endpoint_id)
+                    if bucket is None or bucket.rate != rate:
+                        bucket = self._buckets[job.endpoint_id] = _TokenBucket(rate)
+                    await bucket.take()
+                # After the wait for a slot: a prefetched delivery may have waited long.
+                if not await self._keep_lease(job):
+                    log.info("delivery %s was taken over by another worker", job.id)
+                    return
+                started_at = self.rt.clock()
+                outcome = await self._attempt(job, started_at)
+            if outcome.success:
+                await self._record_success(job, started_at, outcome)
+            else:
+                await self._record(job, started_at, outcome)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The lease runs out and the delivery is tried again: at least once, never lost.
             log.exception("delivery %s could not be completed", job.id)
         finally:
-            left = self._in_flight.get(job.endpoint_id, 1) - 1
-            if left > 0:
-                self._in_flight[job.endpoint_id] = left
-            else:
-                self._in_flight.pop(job.endpoint_id, None)
-            if self._saturated:
-                self._kick.set()  # a slot is free: claim what was left out
+            self._release(job.endpoint_id)
+
+    def _release(self, endpoint_id: str) -> None:
+        left = self._held.get(endpoint_id, 1) - 1
+        if left > 0:
+            self._held[endpoint_id] = left
+        else:
+            self._held.pop(endpoint_id, None)
+            self._hold_limit.pop(endpoint_id, None)
+            slot = self._slots.get(endpoint_id)
+            if slot is not None and not slot.locked():
+                del self._slots[endpoint_id]
+        # Claim again once a full endpoint has drained by half (or the worker as a whole),
+        # so that claims come in batches rather than one per finished delivery.
+        if endpoint_id in self._full and left <= self._hold_limit.get(endpoint_id, 0) // 2:
+            self._full.discard(endpoint_id)
+            self._kick.set()
+        elif self._saturated and self.in_flight <= self._max_held // 2:
+            self._saturated = False
+            self._kick.set()
 
     async def _keep_lease(self, job: _Claimed) -> bool:
         """Extend the lease if it could run out during the request; False if it is lost."""
@@ -551,12 +722,30 @@ class DeliveryWorker:
             "webhook-id": job.event_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signing.signature_header(
-                signing_secrets(self.rt, ep, now), job.event_id, timestamp, body),
+                signing_secrets(self.rt, ep.secrets(), now), job.event_id, timestamp, body),
             "Maintlink-Version": ep.api_version,
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         })
         return headers
+
+    def _url_problem(self, url: str) -> tuple[str, str] | None:
+        """Why ``url`` cannot be sent to, as (failure kind, message); remembered per URL."""
+        if url in self._url_checks:
+            return self._url_checks[url]
+        problem: tuple[str, str] | None = None
+        message = _url_problem(url, self.settings.webhook_allow_http)
+        if message is not None:
+            problem = (INVALID_URL, message)
+        else:
+            try:
+                urls.check_literal_host(url, self._allowed)
+            except urls.ForbiddenAddressError as exc:
+                problem = (FORBIDDEN_ADDRESS, str(exc)[:MAX_ERROR_CHARS])
+        if len(self._url_checks) >= 1024:
+            self._url_checks.clear()
+        self._url_checks[url] = problem
+        return problem
 
     async def _attempt(self, job: _Claimed, now: datetime) -> Outcome:
         started = time.monotonic()
@@ -565,9 +754,9 @@ class DeliveryWorker:
             return int((time.monotonic() - started) * 1000)
 
         url = job.endpoint.url
-        problem = _url_problem(url, self.settings.webhook_allow_http)
+        problem = self._url_problem(url)
         if problem is not None:
-            return Outcome(False, failure_kind=INVALID_URL, error=problem, duration_ms=took())
+            return Outcome(False, failure_kind=problem[0], error=problem[1], duration_ms=took())
         body = job.body.encode()
         try:
             headers = self._headers(job, int(now.timestamp()), body, now)
@@ -576,7 +765,6 @@ class DeliveryWorker:
             return Outcome(False, failure_kind=INTERNAL_ERROR, duration_ms=took(),
                            error=f"cannot sign the request: {type(exc).__name__}")
         try:
-            urls.check_literal_host(url, self._allowed)
             timeout = self.settings.webhook_timeout_seconds
             # aiohttp's total timeout covers connect, TLS and the answer; the outer one is a
             # backstop for anything that escapes it (a resolver thread, say).
@@ -614,7 +802,86 @@ class DeliveryWorker:
                            text, retry_after, took())
         return Outcome(False, status, HTTP_STATUS, f"HTTP {status}", text, retry_after, took())
 
-    # -- recording --
+    # -- recording successes, in batches --
+
+    async def _record_success(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
+        """Queue the success for the next batch and wait until that batch is committed."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._successes.append(_Success(job, started_at, outcome, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"record:{self.worker_id}")
+        if not await done:
+            log.info("delivery %s: lease lost before recording; another worker has it", job.id)
+
+    async def _flush(self) -> None:
+        """Record what piled up while the previous batch was being written; no timer, so a
+        lone success is written at once."""
+        while self._successes:
+            batch, self._successes = self._successes, []
+            try:
+                ours = await self._write_successes(batch)
+            except Exception as exc:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+                continue
+            self.attempted += len(ours)
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_result(item.job.id in ours)
+
+    async def _write_successes(self, batch: list[_Success]) -> set[str]:
+        for attempt in range(3):
+            try:
+                if self._pg_direct:
+                    return await self._write_successes_pg(batch)
+                return await self._write_successes_engine(batch)
+            except (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                # Rolled back (a deadlock, a busy store, a lost connection): it can be retried.
+                if attempt == 2:
+                    raise
+                log.warning("recording %d deliveries failed, retrying", len(batch),
+                            exc_info=True)
+                await asyncio.sleep(0.05 * 4**attempt)
+        raise AssertionError("unreachable")
+
+    async def _write_successes_pg(self, batch: list[_Success]) -> set[str]:
+        rows = await self._links()[1].fetch(
+            RECORD_SUCCESSES_SQL, self.worker_id, self.rt.clock(),
+            [s.job.id for s in batch], [s.job.attempt_count + 1 for s in batch],
+            [s.outcome.status_code for s in batch], [new_id("att") for _ in batch],
+            [s.started_at for s in batch], [s.outcome.duration_ms for s in batch],
+            [s.outcome.error for s in batch], [s.outcome.response_body for s in batch])
+        return {r["id"] for r in rows}
+
+    async def _write_successes_engine(self, batch: list[_Success]) -> set[str]:
+        d, e = deliveries, webhook_endpoints
+        now = self.rt.clock()
+        async with self.rt.engine.begin() as conn:
+            # A write first: it takes SQLite's write lock, and proves which leases are ours.
+            ours = set((await conn.execute(update(d).where(
+                d.c.id.in_([s.job.id for s in batch]), d.c.lease_owner == self.worker_id,
+                d.c.status == "delivering",
+            ).values(updated_at=now).returning(d.c.id))).scalars())
+            mine = [s for s in batch if s.job.id in ours]
+            if not mine:
+                return ours
+            await conn.execute(
+                update(d).where(d.c.id == bindparam("b_id")).values(
+                    status="succeeded", attempt_count=bindparam("b_count"),
+                    next_attempt_at=None, lease_owner=None, lease_expires_at=None,
+                    updated_at=now, last_status_code=bindparam("b_code"),
+                    last_failure_kind=None, succeeded_at=now),
+                [{"b_id": s.job.id, "b_count": s.job.attempt_count + 1,
+                  "b_code": s.outcome.status_code} for s in mine])
+            await conn.execute(update(e).where(
+                e.c.id.in_({s.job.endpoint_id for s in mine}), e.c.failing_since.is_not(None),
+            ).values(failing_since=None, updated_at=now))
+            await conn.execute(attempts.insert(), [_attempt_row(s.job, s.started_at, s.outcome)
+                                                   for s in mine])
+        return ours
+
+    # -- recording failures, one at a time --
 
     async def _record(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
         for attempt in range(3):
@@ -685,17 +952,24 @@ class DeliveryWorker:
             values["succeeded_at"] = now
         await conn.execute(update(d).where(d.c.id == job.id).values(**values))
         await conn.execute(attempts.insert().values(
-            id=new_id("att"), delivery_id=job.id, event_id=job.event_id,
-            endpoint_id=job.endpoint_id, account_id=job.account_id,
-            attempt_number=job.attempt_count + 1, trigger=job.trigger, attempted_at=started_at,
-            duration_ms=outcome.duration_ms, status_code=outcome.status_code,
-            success=1 if outcome.success else 0, failure_kind=outcome.failure_kind,
-            error=outcome.error, response_body=outcome.response_body, next_attempt_at=next_at,
-        ))
+            **_attempt_row(job, started_at, outcome, next_at)))
         if disable_reason is not None:
             await disable_endpoint(conn, job.endpoint_id, disable_reason, now)
             log.warning("webhook endpoint %s disabled: %s", job.endpoint_id, disable_reason)
         return True
+
+
+def _attempt_row(job: _Claimed, started_at: datetime, outcome: Outcome,
+                 next_at: datetime | None = None) -> dict[str, Any]:
+    return {
+        "id": new_id("att"), "delivery_id": job.id, "event_id": job.event_id,
+        "endpoint_id": job.endpoint_id, "account_id": job.account_id,
+        "attempt_number": job.attempt_count + 1, "trigger": job.trigger,
+        "attempted_at": started_at, "duration_ms": outcome.duration_ms,
+        "status_code": outcome.status_code, "success": 1 if outcome.success else 0,
+        "failure_kind": outcome.failure_kind, "error": outcome.error,
+        "response_body": outcome.response_body, "next_attempt_at": next_at,
+    }
 
 
 # --- retention ----------------------------------------------------------------------------------
