@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from maintlink.connectors.base import Connector, ConnectorError, FailureKind
+from maintlink.connectors.base import Connector, ConnectorError, FailureKind, Page
 from maintlink.domain import events, health
 from maintlink.domain.connections import Status, get_connection
 from maintlink.domain.credentials import connector_for
@@ -121,6 +121,10 @@ async def _add_counts(conn: AsyncConnection, sync_id: str, entity: str, counts: 
     total.add(counts)
     entities[entity] = total.as_dict()
     await conn.execute(update(syncs).where(syncs.c.id == sync_id).values(entities=entities))
+
+
+async def _next_page(pages: AsyncIterator[Page]) -> Page | None:
+    return await anext(pages, None)
 
 
 # --- a run -----------------------------------------------------------------------------------
@@ -259,33 +263,59 @@ class SyncRun:
     async def _pages(
         self, connector: Connector, sync: Row[Any], entity: str, since: datetime
     ) -> None:
-        """Stream pages from the last checkpoint; each page is committed with its cursor."""
+        """Stream pages from the last checkpoint; each page is committed with its cursor.
+
+        The next page is fetched while the current one is written (one page ahead, so
+        memory stays flat); a page fetched but not committed is fetched again on resume.
+        """
         rt = self.rt
         async with rt.engine.connect() as conn:
             state = await _state(conn, self.connection_id, entity)
+            # The run's counts as committed; from here on only this run writes them (it
+            # holds the lease, checked in every page's transaction), so each page sets
+            # them without reading them back.
+            totals = dict((await conn.execute(select(syncs.c.entities).where(
+                syncs.c.id == sync.id))).scalar_one() or {})
+        total = Counts(**totals.get(entity, {}))
         cursor = state.resume_cursor if state is not None else None
         newest = state.run_high_water_mark if state is not None else None
         pages = connector.list_records(entity, modified_since=None if cursor else since,
                                        cursor=cursor)
         mapping_errors: list[str] = []
-        async for page in pages:
-            mapped: list[Mapped] = []
-            for raw in page.records:
-                try:
-                    mapped.append(to_mapped(connector.map_record(entity, raw), raw))
-                except Exception as exc:  # one bad record must not stop the sync
-                    mapping_errors.append(f"{type(exc).__name__}: {exc}")
-            for m in mapped:
-                if m.remote_updated_at and (newest is None or m.remote_updated_at > newest):
-                    newest = m.remote_updated_at
-            now = rt.clock()
-            async with rt.engine.begin() as conn:
-                await _renew(conn, rt, self.connection_id, self.worker_id)
-                counts = await upsert(conn, self.connection_id, entity, mapped, now,
-                                      sync_id=sync.id if sync.kind == "full" else None)
-                await _add_counts(conn, sync.id, entity, counts)
-                await _save_state(conn, self.connection_id, entity, True,
-                                  resume_cursor=page.next_cursor, run_high_water_mark=newest)
+        fetch = asyncio.ensure_future(_next_page(pages))
+        try:
+            # One connection for the whole entity: no pool checkout per page.
+            async with rt.engine.connect() as conn:
+                while (page := await fetch) is not None:
+                    fetch = asyncio.ensure_future(_next_page(pages))
+                    mapped: list[Mapped] = []
+                    for raw in page.records:
+                        try:
+                            mapped.append(to_mapped(connector.map_record(entity, raw), raw))
+                        except Exception as exc:  # one bad record must not stop the sync
+                            mapping_errors.append(f"{type(exc).__name__}: {exc}")
+                    for m in mapped:
+                        if m.remote_updated_at and (newest is None or m.remote_updated_at > newest):
+                            newest = m.remote_updated_at
+                    now = rt.clock()
+                    async with conn.begin():
+                        await _renew(conn, rt, self.connection_id, self.worker_id)
+                        counts = await upsert(conn, self.connection_id, entity, mapped, now,
+                                              sync_id=sync.id if sync.kind == "full" else None)
+                        if counts != Counts() or entity not in totals:  # zeros listed too
+                            total.add(counts)
+                            totals[entity] = total.as_dict()
+                            await conn.execute(update(syncs).where(syncs.c.id == sync.id)
+                                               .values(entities=totals))
+                        await _save_state(conn, self.connection_id, entity, True,
+                                          resume_cursor=page.next_cursor,
+                                          run_high_water_mark=newest)
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+                await asyncio.wait([fetch])
+            if not fetch.cancelled():
+                fetch.exception()  # an error of the page ahead is moot once the run failed
         if mapping_errors:
             async with rt.engine.begin() as conn:
                 row = await get_connection(conn, self.connection_id)
