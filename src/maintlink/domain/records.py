@@ -102,9 +102,9 @@ async def upsert(
     if not items:
         return counts
     by_id: dict[str, Mapped] = {m.remote_id: m for m in items}  # last one wins in a page
-    if conn.dialect.name == "postgresql" and sync_id is None:
+    if conn.dialect.name == "postgresql":
         live = {k: m for k, m in by_id.items() if m.remote_deleted_at is None}
-        counts.add(await _upsert_live_pg(conn, connection_id, entity, live, now))
+        counts.add(await _upsert_live_pg(conn, connection_id, entity, live, now, sync_id))
         by_id = {k: m for k, m in by_id.items() if k not in live}
         if not by_id:
             return counts
@@ -152,12 +152,12 @@ async def upsert(
 
 async def _upsert_live_pg(
     conn: AsyncConnection, connection_id: str, entity: str, items: Mapping[str, Mapped],
-    now: datetime,
+    now: datetime, sync_id: str | None,
 ) -> Counts:
-    """One statement per page on PostgreSQL. It goes through the unique index by
-    construction; a look-up of existing rows by `remote_id IN (...)` can be planned on
-    another index while a connection's statistics are young, which made large initial
-    syncs slow down page after page."""
+    """One statement per page on PostgreSQL (two in a full sync). It goes through the
+    unique index by construction; a look-up of existing rows by `remote_id IN (...)` can be
+    planned on another index while a connection's statistics are young, which made large
+    initial syncs slow down page after page."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     if not items:
@@ -167,26 +167,40 @@ async def _upsert_live_pg(
         "remote_id": remote_id, "data": m.data, "remote_data": m.remote_data,
         "remote_created_at": m.remote_created_at, "remote_updated_at": m.remote_updated_at,
         "modified_at": now, "deleted_at": None, "data_hash": m.digest,
+        "last_seen_sync_id": sync_id,
     } for remote_id, m in items.items()]
+    changed = [
+        "data", "remote_data", "remote_created_at", "remote_updated_at", "modified_at",
+        "deleted_at", "data_hash"]
+    if sync_id is not None:
+        changed.append("last_seen_sync_id")
     # Executemany, not `.values(rows)`: SQLAlchemy batches the rows into one INSERT with
     # a statement compiled once and cached; a multi-row `.values()` is compiled every page.
     stmt = pg_insert(records)
     excluded = stmt.excluded
     stmt = stmt.on_conflict_do_update(
         index_elements=["connection_id", "entity", "remote_id"],
-        set_={name: excluded[name] for name in (
-            "data", "remote_data", "remote_created_at", "remote_updated_at", "modified_at",
-            "deleted_at", "data_hash")},
+        set_={name: excluded[name] for name in changed},
         # Identical records are left alone: their modified_at must not move.
         where=(records.c.data_hash.is_distinct_from(excluded.data_hash))
         | records.c.deleted_at.is_not(None),
-    ).returning(text("(xmax = 0) AS inserted"))
+    ).returning(records.c.remote_id, text("(xmax = 0) AS inserted"))
     counts = Counts()
+    written: set[str] = set()
     for row in await conn.execute(stmt, rows):
+        written.add(row.remote_id)
         if row.inserted:
             counts.created += 1
         else:
             counts.updated += 1
+    if sync_id is not None and len(written) < len(rows):
+        # A full sync also marks the identical records as seen, again through the
+        # unique index: they all exist, so every row takes the conflict branch.
+        seen = pg_insert(records)
+        await conn.execute(seen.on_conflict_do_update(
+            index_elements=["connection_id", "entity", "remote_id"],
+            set_={"last_seen_sync_id": seen.excluded.last_seen_sync_id},
+        ), [r for r in rows if r["remote_id"] not in written])
     return counts
 
 
