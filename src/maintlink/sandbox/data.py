@@ -51,6 +51,7 @@ PURCHASE_ORDER_STATUSES = (
     "CANCELED",
 )
 LOCATION_TYPES = ("SITE", "BUILDING", "AREA", "STOREROOM")
+_PLACES = ("SITE", "BUILDING", "AREA")  # where assets stand: every type but storerooms
 USER_ROLES = ("ADMIN", "TECHNICIAN", "REQUESTER", "VIEW_ONLY")
 
 HISTORY = timedelta(days=120)
@@ -170,8 +171,44 @@ class Dataset:
     def live_ids(self, entity: str) -> list[str]:
         return [rid for rid, rec in self.records[entity].items() if not rec.get("deleted")]
 
+    def live_locations(self, types: tuple[str, ...]) -> list[Record]:
+        """Live locations of these types, in the order they were added."""
+        locations = self.records["locations"].values()
+        return [r for r in locations if r["type"] in types and not r.get("deleted")]
+
     def add(self, entity: str, record: Record) -> Record:
         self.records[entity][record["id"]] = record
+        return record
+
+
+class _GeneratingDataset(Dataset):
+    """`Dataset` whose look-ups are answered from lists kept up to date by `add`, so that
+    generation is linear in the size instead of quadratic. Only for `generate`, which adds
+    records and never deletes any (later edits mark records deleted in place, unseen here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[str, list[str]] = {entity: [] for entity in ENTITIES}
+        self._locations: dict[tuple[str, ...], list[Record]] = {}
+
+    def live_ids(self, entity: str) -> list[str]:
+        return self._live[entity]
+
+    def live_locations(self, types: tuple[str, ...]) -> list[Record]:
+        found = self._locations.get(types)
+        if found is None:
+            found = self._locations[types] = super().live_locations(types)
+        return found
+
+    def add(self, entity: str, record: Record) -> Record:
+        if record["id"] in self.records[entity] or record.get("deleted"):
+            raise ValueError("generation only adds new, live records")
+        super().add(entity, record)
+        self._live[entity].append(record["id"])
+        if entity == "locations":
+            for types, found in self._locations.items():
+                if record["type"] in types:
+                    found.append(record)
         return record
 
 
@@ -254,15 +291,14 @@ class RecordFactory:
 
     def location(self, created: datetime, updated: datetime, kind: str | None = None) -> Record:
         rid, seq = self.data.new_id("locations")
-        existing = [r for r in self.data.records["locations"].values() if not r.get("deleted")]
-        sites = [r for r in existing if r["type"] == "SITE"]
+        sites = self.data.live_locations(("SITE",))
         if kind is None:
             kind = "SITE" if not sites else self.rng.choice(LOCATION_TYPES[1:])
         parents = {
             "SITE": [],
             "BUILDING": sites,
             "STOREROOM": sites,
-            "AREA": [r for r in existing if r["type"] in ("SITE", "BUILDING")],
+            "AREA": self.data.live_locations(("SITE", "BUILDING")),
         }[kind]
         parent = self.rng.choice(parents) if parents else None
         city = self.rng.choice(_CITIES)
@@ -288,11 +324,7 @@ class RecordFactory:
         rid, seq = self.data.new_id("assets")
         kind, tag, makers, models = self.rng.choice(_ASSET_TYPES)
         assets = self.data.live_ids("assets")
-        places = [
-            r["id"]
-            for r in self.data.records["locations"].values()
-            if r["type"] != "STOREROOM" and not r.get("deleted")
-        ]
+        places = [r["id"] for r in self.data.live_locations(_PLACES)]
         return {
             "id": rid,
             "name": f"{kind} {tag}-{seq:03d}",
@@ -314,11 +346,7 @@ class RecordFactory:
     def part(self, created: datetime, updated: datetime) -> Record:
         rid, seq = self.data.new_id("parts")
         name, unit, cost = self.rng.choice(_PARTS)
-        stores = [
-            r["id"]
-            for r in self.data.records["locations"].values()
-            if r["type"] == "STOREROOM" and not r.get("deleted")
-        ]
+        stores = [r["id"] for r in self.data.live_locations(("STOREROOM",))]
         minimum = self.rng.randint(0, 10)
         return {
             "id": rid,
@@ -395,7 +423,10 @@ class RecordFactory:
         ordered = None
         if status in ("APPROVED", "PARTIALLY_FULFILLED", "COMPLETED"):
             ordered = self.between(created, updated)
-        sites = [r for r in self.data.records["locations"].values() if r["type"] == "SITE"]
+        # The first site ever added, even if deleted since: the first location is a site.
+        site = next(
+            (r for r in self.data.records["locations"].values() if r["type"] == "SITE"), None
+        )
         return {
             "id": rid,
             "number": f"PO-{seq:05d}",
@@ -406,7 +437,7 @@ class RecordFactory:
             "totalCost": total_cost(items),
             "orderedAt": format_ts(ordered) if ordered else None,
             "dueDate": format_ts(created + timedelta(days=self.rng.randint(7, 45))),
-            "shippingAddress": sites[0]["address"] if sites else None,
+            "shippingAddress": site["address"] if site else None,
             "createdAt": format_ts(created),
             "updatedAt": format_ts(updated),
         }
@@ -478,7 +509,7 @@ def generate(seed: int, size: int, now: datetime) -> Dataset:
     if size < 0:
         raise ValueError("size must be >= 0")
     rng = random.Random(seed)
-    dataset = Dataset()
+    dataset = _GeneratingDataset()
     factory = RecordFactory(rng, dataset)
     end = anchor_for(now)
     counts = entity_counts(size)
@@ -492,4 +523,5 @@ def generate(seed: int, size: int, now: datetime) -> Dataset:
             else:
                 record = factory.build(entity, created, updated)
             dataset.add(entity, record)
-    return dataset
+    # A plain Dataset from here on: records are later deleted in place.
+    return Dataset(records=dataset.records, next_seq=dataset.next_seq)
