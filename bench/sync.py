@@ -41,9 +41,9 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,154 +64,6 @@ MB = 1024 * 1024
 
 
 # --- the sandbox, in its own process ---------------------------------------------------------
-#
-# `maintlink.sandbox.data.generate` is quadratic in the size (every record looks up its
-# references with a scan over all live records: 40 s for 16,000 work orders, so minutes at
-# 100k records and over an hour at 400k). The sandbox process therefore generates with the
-# indexed variant below (3 s and 17 s), which draws the same random numbers in the same
-# order, so it yields exactly the data set of `SandboxState(seed, size)`. It is compared
-# with the reference generator at start-up and not used if they differ. Generation never
-# deletes, which the indexes rely on.
-
-
-class _IndexedDataset(sandbox_data.Dataset):
-    """`live_ids` and the location lookups from lists kept up to date by `add`."""
-
-    def _indexes(self) -> dict[str, Any]:
-        indexes: dict[str, Any] | None = self.__dict__.get("_bench_indexes")
-        if indexes is None:
-            indexes = {"live": {}, "places": [], "stores": [], "sites": {}, "site_or_building": {}}
-            self.__dict__["_bench_indexes"] = indexes
-        return indexes
-
-    def live_ids(self, entity: str) -> list[str]:
-        ids: list[str] = self._indexes()["live"].setdefault(entity, [])
-        return ids
-
-    def add(self, entity: str, record: sandbox_data.Record) -> sandbox_data.Record:
-        if record["id"] in self.records[entity] or record.get("deleted"):
-            raise RuntimeError("the indexed generator only supports adding new, live records")
-        super().add(entity, record)
-        indexes = self._indexes()
-        indexes["live"].setdefault(entity, []).append(record["id"])
-        if entity == "locations":
-            kind = record["type"]
-            indexes["stores" if kind == "STOREROOM" else "places"].append(record["id"])
-            if kind == "SITE":
-                indexes["sites"][record["id"]] = record
-            if kind in ("SITE", "BUILDING"):
-                indexes["site_or_building"][record["id"]] = record
-        return record
-
-
-class _IndexedFactory(sandbox_data.RecordFactory):
-    """`RecordFactory` with its location scans answered from `_IndexedDataset`'s indexes.
-
-    `location` and `purchase_order` only read the locations they filter for, so they run
-    unchanged on a view holding just those; `asset` and `part` are the originals with their
-    scan replaced by the index (keep them in step with `maintlink.sandbox.data`).
-    """
-
-    data: _IndexedDataset
-
-    @contextlib.contextmanager
-    def _locations_view(self, name: str) -> Iterator[None]:
-        records = self.data.records
-        everything = records["locations"]
-        records["locations"] = self.data._indexes()[name]
-        try:
-            yield
-        finally:
-            records["locations"] = everything
-
-    def location(
-        self, created: datetime, updated: datetime, kind: str | None = None
-    ) -> sandbox_data.Record:
-        # It lists the live locations, then the sites and the sites or buildings among them.
-        with self._locations_view("site_or_building"):
-            return super().location(created, updated, kind)
-
-    def purchase_order(self, created: datetime, updated: datetime) -> sandbox_data.Record:
-        with self._locations_view("sites"):  # its only use of locations: the sites
-            return super().purchase_order(created, updated)
-
-    def asset(self, created: datetime, updated: datetime) -> sandbox_data.Record:
-        rng, fmt = self.rng, sandbox_data.format_ts
-        rid, seq = self.data.new_id("assets")
-        kind, tag, makers, models = rng.choice(sandbox_data._ASSET_TYPES)
-        assets = self.data.live_ids("assets")
-        places = self.data._indexes()["places"]
-        return {
-            "id": rid,
-            "name": f"{kind} {tag}-{seq:03d}",
-            "description": f"{kind} serving {rng.choice(sandbox_data._AREAS).lower()}",
-            "parentId": rng.choice(assets) if assets and rng.random() < 0.2 else None,
-            "locationId": rng.choice(places) if places else None,
-            "serialNumber": f"SN{self._digits(8)}",
-            "model": rng.choice(models),
-            "manufacturer": rng.choice(makers),
-            "barcode": self._digits(12),
-            "status": rng.choices(sandbox_data.ASSET_STATUSES, weights=(16, 3, 1))[0],
-            "criticality": rng.choice(("LOW", "MEDIUM", "HIGH")),
-            "vendorIds": self._sample("vendors", 0, 2),
-            "customFields": {"Cost center": f"CC-{rng.randint(100, 140)}"},
-            "createdAt": fmt(created),
-            "updatedAt": fmt(updated),
-        }
-
-    def part(self, created: datetime, updated: datetime) -> sandbox_data.Record:
-        rng, fmt = self.rng, sandbox_data.format_ts
-        rid, seq = self.data.new_id("parts")
-        name, unit, cost = rng.choice(sandbox_data._PARTS)
-        stores = self.data._indexes()["stores"]
-        minimum = rng.randint(0, 10)
-        return {
-            "id": rid,
-            "name": name,
-            "partNumber": f"PN-{seq:05d}",
-            "barcode": self._digits(12),
-            "unit": unit,
-            "unitCost": round(cost * rng.uniform(0.85, 1.25), 2),
-            "currency": "USD",
-            "availableQuantity": rng.randint(0, 60),
-            "minimumQuantity": minimum,
-            "reservedQuantity": rng.randint(0, 4),
-            "orderedQuantity": rng.choice((0, 0, 0, minimum + 5)),
-            "locationId": rng.choice(stores) if stores else self._pick("locations"),
-            "vendorIds": self._sample("vendors", 1, 2),
-            "createdAt": fmt(created),
-            "updatedAt": fmt(updated),
-        }
-
-
-def indexed_generate(seed: int, size: int, now: datetime) -> sandbox_data.Dataset:
-    """`sandbox_data.generate`, in linear time."""
-    saved = sandbox_data.Dataset, sandbox_data.RecordFactory
-    sandbox_data.Dataset, sandbox_data.RecordFactory = _IndexedDataset, _IndexedFactory  # type: ignore[misc]
-    try:
-        dataset = sandbox_data.generate(seed, size, now)
-    finally:
-        sandbox_data.Dataset, sandbox_data.RecordFactory = saved  # type: ignore[misc]
-    # From here on records may be deleted: back to the plain class, without the indexes.
-    dataset.__dict__.pop("_bench_indexes", None)
-    dataset.__class__ = sandbox_data.Dataset
-    return dataset
-
-
-def pick_generator() -> Callable[[int, int, datetime], sandbox_data.Dataset]:
-    now = datetime.now(UTC)
-    try:
-        same = all(indexed_generate(s, n, now) == sandbox_data.generate(s, n, now)
-                   for s, n in ((1, 0), (2, 7), (3, 45), (SEED, 1500)))
-    except Exception as exc:
-        print(f"sandbox: indexed generator failed ({exc!r})", file=sys.stderr)
-        same = False
-    if same:
-        return indexed_generate
-    print("sandbox: the indexed generator no longer matches maintlink.sandbox.data; using the "
-          "reference generator (quadratic: large sizes take very long)", file=sys.stderr)
-    return sandbox_data.generate
-
 
 def size_for(records: int) -> int:
     """The smallest sandbox size (work orders) whose entities add up to `records`."""
@@ -235,11 +87,9 @@ def _exit_when_parent_goes() -> None:
 def sandbox_main(size: int) -> None:
     """Child: generate, serve on a free port, print {"port", "generate_seconds"}, serve on."""
     _exit_when_parent_goes()
-    from maintlink.sandbox import state as sandbox_state
     from maintlink.sandbox.server import build_sandbox_server
     from maintlink.sandbox.state import DEMO_API_KEY, SandboxState
 
-    sandbox_state.generate = pick_generator()  # type: ignore[assignment]
     started = time.perf_counter()
     state = SandboxState(seed=SEED, size=size, default_api_keys=(DEMO_API_KEY,))
     generate_seconds = time.perf_counter() - started
