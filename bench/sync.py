@@ -65,6 +65,7 @@ MB = 1024 * 1024
 
 # --- the sandbox, in its own process ---------------------------------------------------------
 
+
 def size_for(records: int) -> int:
     """The smallest sandbox size (work orders) whose entities add up to `records`."""
     size = max(0, int(records / 2.45) - 50)
@@ -108,8 +109,10 @@ def sandbox_main(size: int) -> None:
                 task.result()
                 raise RuntimeError("the sandbox did not start")
             await asyncio.sleep(0.01)
-        print(json.dumps({"port": sock.getsockname()[1], "generate_seconds": generate_seconds}),
-              flush=True)
+        print(
+            json.dumps({"port": sock.getsockname()[1], "generate_seconds": generate_seconds}),
+            flush=True,
+        )
         await task
 
     asyncio.run(serve())
@@ -167,8 +170,11 @@ class Counters:
         return Counters(self.requests, self.statements, self.bytes_in)
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(self.requests - other.requests, self.statements - other.statements,
-                        self.bytes_in - other.bytes_in)
+        return Counters(
+            self.requests - other.requests,
+            self.statements - other.statements,
+            self.bytes_in - other.bytes_in,
+        )
 
 
 def page_cycle(times: array[float]) -> tuple[float, float]:
@@ -189,8 +195,12 @@ async def report_progress(counters: Counters, page_size: int, expected: int) -> 
         await asyncio.sleep(10)
         now, pages = time.perf_counter(), counters.requests
         rate = (pages - last) * page_size / (now - last_time)
-        print(f"    {now - start:5.0f} s: ~{(pages - first) * page_size:,} of {expected:,} "
-              f"records, {rate:,.0f} rec/s over the last 10 s", file=sys.stderr, flush=True)
+        print(
+            f"    {now - start:5.0f} s: ~{(pages - first) * page_size:,} of {expected:,} "
+            f"records, {rate:,.0f} rec/s over the last 10 s",
+            file=sys.stderr,
+            flush=True,
+        )
         last_time, last = now, pages
 
 
@@ -199,7 +209,11 @@ def _iso(value: datetime) -> str:
 
 
 async def plain_copy(
-    rt: Any, api_url: str, api_key: str, entities: tuple[str, ...], page_size: int,
+    rt: Any,
+    api_url: str,
+    api_key: str,
+    entities: tuple[str, ...],
+    page_size: int,
     since: datetime,
 ) -> int:
     """The baseline: each page fetched as the connector does, inserted as is."""
@@ -207,11 +221,14 @@ async def plain_copy(
 
     from maintlink.store.types import JSONType
 
-    plain = Table("bench_plain", MetaData(),
-                  Column("id", Integer, primary_key=True, autoincrement=True),
-                  Column("entity", String(32), nullable=False),
-                  Column("remote_id", String(200), nullable=False),
-                  Column("raw", JSONType, nullable=False))
+    plain = Table(
+        "bench_plain",
+        MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("entity", String(32), nullable=False),
+        Column("remote_id", String(200), nullable=False),
+        Column("raw", JSONType, nullable=False),
+    )
     async with rt.engine.begin() as conn:
         await conn.run_sync(plain.metadata.create_all)
     headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
@@ -225,12 +242,12 @@ async def plain_copy(
                 params["cursor"] = cursor
             else:
                 params["updated_since"] = _iso(since)
-            response = await rt.http.get(url, params=params, headers=headers,
-                                         timeout=rt.settings.provider_timeout_seconds)
+            response = await rt.http.get(
+                url, params=params, headers=headers, timeout=rt.settings.provider_timeout_seconds
+            )
             response.raise_for_status()
             body = response.json()
-            rows = [{"entity": entity, "remote_id": str(r["id"]), "raw": r}
-                    for r in body["data"]]
+            rows = [{"entity": entity, "remote_id": str(r["id"]), "raw": r} for r in body["data"]]
             if rows:
                 async with rt.engine.begin() as conn:
                     await conn.execute(plain.insert(), rows)
@@ -269,9 +286,14 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
     from maintlink.store.tables import records, syncs
 
     logging.getLogger("maintlink").setLevel(logging.WARNING)
-    settings = Settings(database_url=cfg["database_url"], data_dir=Path(cfg["data_dir"]),
-                        secret_key=generate_key(), sandbox_enabled=False,
-                        environment="production", log_level="warning")
+    settings = Settings(
+        database_url=cfg["database_url"],
+        data_dir=Path(cfg["data_dir"]),
+        secret_key=generate_key(),
+        sandbox_enabled=False,
+        environment="production",
+        log_level="warning",
+    )
     rt = build_runtime(settings)
     counters = Counters()
 
@@ -299,22 +321,30 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
             account_id, _, _ = await create_admin_key(conn, "bench")
         api_key = (await rt.http.post(f"{sandbox}/_sandbox/credentials")).json()["api_key"]
         credentials = {"base_url": sandbox, "api_key": api_key}
-        conn_settings: dict[str, Any] = {"sync_interval_minutes": 15,
-                                         "history_days": HISTORY_DAYS}
+        conn_settings: dict[str, Any] = {"sync_interval_minutes": 15, "history_days": HISTORY_DAYS}
         if cfg["page_size"]:
             conn_settings["page_size"] = cfg["page_size"]
         info = await validate_credentials(rt, "sandbox", credentials, conn_settings)
         async with rt.engine.begin() as conn:
             row, _ = await create_connection(
-                conn, rt, account_id=account_id, customer_external_id="bench",
-                integration="sandbox", credentials=credentials, settings=conn_settings,
-                account_info=info)
+                conn,
+                rt,
+                account_id=account_id,
+                customer_external_id="bench",
+                integration="sandbox",
+                credentials=credentials,
+                settings=conn_settings,
+                account_info=info,
+            )
         connection_id = row.id
         entities = SandboxConnector.entities
         # Warm the sandbox: its per-entity sort index is built on the first listing.
         for entity in entities:
-            await rt.http.get(f"{sandbox}/api/v1/{entity.replace('_', '-')}",
-                              params={"limit": 1}, headers={"Authorization": f"Bearer {api_key}"})
+            await rt.http.get(
+                f"{sandbox}/api/v1/{entity.replace('_', '-')}",
+                params={"limit": 1},
+                headers={"Authorization": f"Bearer {api_key}"},
+            )
 
         async def run_sync(kind: str) -> tuple[float, Any]:
             started = time.perf_counter()
@@ -325,8 +355,10 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
             async with rt.engine.connect() as conn:
                 sync = (await conn.execute(select(syncs).where(syncs.c.id == sync_id))).one()
             if sync.status != "completed" or sync.kind != kind:
-                raise RuntimeError(f"{kind} sync ended {sync.status} ({sync.kind}): "
-                                   f"{sync.error_code} {sync.error_message}")
+                raise RuntimeError(
+                    f"{kind} sync ended {sync.status} ({sync.kind}): "
+                    f"{sync.error_code} {sync.error_message}"
+                )
             return seconds, sync
 
         # 1. The initial sync, RSS sampled.
@@ -346,15 +378,26 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         trace, counters.trace = counters.trace or array("d"), None
         done = counters - before
         async with rt.engine.connect() as conn:
-            stored = (await conn.execute(select(func.count()).select_from(records).where(
-                records.c.connection_id == connection_id))).scalar_one()
+            stored = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(records)
+                    .where(records.c.connection_id == connection_id)
+                )
+            ).scalar_one()
         if stored != cfg["expected"]:
-            raise RuntimeError(f"the sync stored {stored} records, the sandbox has "
-                               f"{cfg['expected']}")
+            raise RuntimeError(
+                f"the sync stored {stored} records, the sandbox has {cfg['expected']}"
+            )
         out["sync"] = {
-            "seconds": seconds, "cpu": cpu, "records": stored, "requests": done.requests,
-            "statements": done.statements, "page_cycle": page_cycle(trace),
-            "rss_before": rss.baseline, "rss_peak": rss.peak,
+            "seconds": seconds,
+            "cpu": cpu,
+            "records": stored,
+            "requests": done.requests,
+            "statements": done.statements,
+            "page_cycle": page_cycle(trace),
+            "rss_before": rss.baseline,
+            "rss_peak": rss.peak,
             "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         }
 
@@ -366,11 +409,17 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         seconds, sync = await run_sync("incremental")
         done = counters - before
         async with rt.engine.connect() as conn:
-            touched = (await conn.execute(select(func.count()).select_from(records).where(
-                records.c.connection_id == connection_id,
-                records.c.modified_at >= mark))).scalar_one()
+            touched = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(records)
+                    .where(records.c.connection_id == connection_id, records.c.modified_at >= mark)
+                )
+            ).scalar_one()
         out["incremental"] = {
-            "seconds": seconds, "requests": done.requests, "statements": done.statements,
+            "seconds": seconds,
+            "requests": done.requests,
+            "statements": done.statements,
             "bytes_in": done.bytes_in,
             "written": sum(sum(c.values()) for c in (sync.entities or {}).values()),
             "rows_modified": touched,
@@ -381,12 +430,22 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
         await settle(rt)
         before = counters.snapshot()
         started, cpu = time.perf_counter(), time.process_time()
-        copied = await plain_copy(rt, f"{sandbox}/api/v1", api_key, entities, page_size,
-                                  rt.clock() - timedelta(days=HISTORY_DAYS))
+        copied = await plain_copy(
+            rt,
+            f"{sandbox}/api/v1",
+            api_key,
+            entities,
+            page_size,
+            rt.clock() - timedelta(days=HISTORY_DAYS),
+        )
         done = counters - before
-        out["plain"] = {"seconds": time.perf_counter() - started,
-                        "cpu": time.process_time() - cpu, "records": copied,
-                        "requests": done.requests, "statements": done.statements}
+        out["plain"] = {
+            "seconds": time.perf_counter() - started,
+            "cpu": time.process_time() - cpu,
+            "records": copied,
+            "requests": done.requests,
+            "statements": done.statements,
+        }
         out["page_size"] = page_size
     finally:
         await rt.aclose()
@@ -416,8 +475,12 @@ async def _pg_admin(*statements: str) -> None:
 def fresh_store(store: str, workdir: Path, label: str) -> str:
     if store == "sqlite":
         return f"sqlite+aiosqlite:///{workdir / f'{label}.db'}"
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
-                          f'CREATE DATABASE "{PG_DATABASE}"'))
+    asyncio.run(
+        _pg_admin(
+            f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
+            f'CREATE DATABASE "{PG_DATABASE}"',
+        )
+    )
     return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_DATABASE
 
 
@@ -437,8 +500,12 @@ class Children:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -466,13 +533,17 @@ def _rss_of(pid: int) -> int:
     return 0
 
 
-def run_size(children: Children, requested: int, store: str, workdir: Path,
-             page_size: int | None, label: str) -> dict[str, Any]:
+def run_size(
+    children: Children, requested: int, store: str, workdir: Path, page_size: int | None, label: str
+) -> dict[str, Any]:
     import httpx
 
     size = size_for(requested)
-    print(f"[{label}] sandbox with {size:,} work orders (>= {requested:,} records) ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"[{label}] sandbox with {size:,} work orders (>= {requested:,} records) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     sandbox = children.start("--_sandbox", str(size))
     try:
         assert sandbox.stdout is not None
@@ -486,8 +557,13 @@ def run_size(children: Children, requested: int, store: str, workdir: Path,
         if served < requested:
             raise RuntimeError(f"the sandbox holds {served} records, fewer than {requested}")
         database_url = fresh_store(store, workdir, label)
-        cfg = {"sandbox_url": url, "database_url": database_url, "expected": served,
-               "page_size": page_size, "data_dir": str(workdir)}
+        cfg = {
+            "sandbox_url": url,
+            "database_url": database_url,
+            "expected": served,
+            "page_size": page_size,
+            "data_dir": str(workdir),
+        }
         proc = children.start("--_worker", json.dumps(cfg))
         try:
             assert proc.stdout is not None
@@ -497,8 +573,12 @@ def run_size(children: Children, requested: int, store: str, workdir: Path,
         finally:
             children.stop(proc)
         result: dict[str, Any] = json.loads(output.rsplit("RESULT ", 1)[1])
-        result.update(size=size, served=served, generate_seconds=started["generate_seconds"],
-                      sandbox_rss=_rss_of(sandbox.pid))
+        result.update(
+            size=size,
+            served=served,
+            generate_seconds=started["generate_seconds"],
+            sandbox_rss=_rss_of(sandbox.pid),
+        )
         return result
     finally:
         children.stop(sandbox)
@@ -516,16 +596,22 @@ def report(results: dict[str, dict[str, Any]], store: str) -> None:
         return "[green]yes[/green]" if good else "[red]NO[/red]"
 
     labels = list(results)
-    table = Table(title=f"maintlink initial sync vs plain copy ({store}, "
-                        f"page size {results[labels[0]]['page_size']})")
+    table = Table(
+        title=f"maintlink initial sync vs plain copy ({store}, "
+        f"page size {results[labels[0]]['page_size']})"
+    )
     table.add_column("metric")
     for label in labels:
         table.add_column(f"{label}: {results[label]['served']:,} records", justify="right")
     table.add_column("target", justify="right")
     table.add_column("met", justify="center")
 
-    def row(name: str, get: Callable[[dict[str, Any]], str], target: str = "",
-            met: Callable[[dict[str, Any]], bool] | None = None) -> None:
+    def row(
+        name: str,
+        get: Callable[[dict[str, Any]], str],
+        target: str = "",
+        met: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
         cells = [get(results[label]) for label in labels]
         verdict = ok(all(met(results[label]) for label in labels)) if met else ""
         table.add_row(name, *cells, target, verdict)
@@ -550,53 +636,89 @@ def report(results: dict[str, dict[str, Any]], store: str) -> None:
     row("initial sync: time", lambda r: f"{r['sync']['seconds']:,.1f} s")
     row("initial sync: records/s", lambda r: f"{rate('sync')(r):,.0f}")
     row("initial sync: HTTP requests", lambda r: f"{r['sync']['requests']:,}")
-    row("initial sync: SQL statements / page",
-        lambda r: f"{r['sync']['statements'] / r['sync']['requests']:.1f}")
-    row("ms per work-order page, first -> last 10%", lambda r: "{:.1f} -> {:.1f}".format(
-        *(1000 * x for x in r["sync"]["page_cycle"])), "flat")
+    row(
+        "initial sync: SQL statements / page",
+        lambda r: f"{r['sync']['statements'] / r['sync']['requests']:.1f}",
+    )
+    row(
+        "ms per work-order page, first -> last 10%",
+        lambda r: "{:.1f} -> {:.1f}".format(*(1000 * x for x in r["sync"]["page_cycle"])),
+        "flat",
+    )
     row("initial sync: CPU of the worker process", cpu("sync"))
     row("plain copy: time", lambda r: f"{r['plain']['seconds']:,.1f} s")
     row("plain copy: records/s", lambda r: f"{rate('plain')(r):,.0f}")
     row("plain copy: CPU of the worker process", cpu("plain"))
-    row("ratio sync / plain", lambda r: f"{ratio(r):.2f}", f">= {TARGET_RATIO}",
-        lambda r: ratio(r) >= TARGET_RATIO)
+    row(
+        "ratio sync / plain",
+        lambda r: f"{ratio(r):.2f}",
+        f">= {TARGET_RATIO}",
+        lambda r: ratio(r) >= TARGET_RATIO,
+    )
     row("sync process RSS before sync", lambda r: _mb(r["sync"]["rss_before"]))
     row("sync process peak RSS (statm)", lambda r: _mb(r["sync"]["rss_peak"]))
     row("sync process peak RSS (ru_maxrss)", lambda r: _mb(r["sync"]["ru_maxrss"]))
     row("RSS growth during the sync", lambda r: _mb(growth(r)))
     row("incremental (no change): time", lambda r: f"{r['incremental']['seconds']:.3f} s")
-    row("incremental: HTTP requests", lambda r: (
-        f"{r['incremental']['requests']} ({r['incremental']['bytes_in'] / 1024:,.0f} KiB)"),
+    row(
+        "incremental: HTTP requests",
+        lambda r: (
+            f"{r['incremental']['requests']} ({r['incremental']['bytes_in'] / 1024:,.0f} KiB)"
+        ),
         f"{len(results[labels[0]]['entities'])} (1 per entity)",
-        lambda r: r["incremental"]["requests"] <= len(r["entities"]))
-    row("incremental: records written", lambda r: (
-        f"{r['incremental']['written']} (rows touched {r['incremental']['rows_modified']})"),
-        "0", lambda r: r["incremental"]["written"] == 0
-        and r["incremental"]["rows_modified"] == 0)
+        lambda r: r["incremental"]["requests"] <= len(r["entities"]),
+    )
+    row(
+        "incremental: records written",
+        lambda r: (
+            f"{r['incremental']['written']} (rows touched {r['incremental']['rows_modified']})"
+        ),
+        "0",
+        lambda r: r["incremental"]["written"] == 0 and r["incremental"]["rows_modified"] == 0,
+    )
     row("sandbox process RSS (not counted)", lambda r: _mb(r["sandbox_rss"]))
     if len(labels) == 2:
         small, big = (results[label] for label in labels)
         extra = big["sync"]["rss_peak"] - small["sync"]["rss_peak"]
         table.add_section()
-        table.add_row(f"peak RSS {labels[1]} - peak RSS {labels[0]}", _mb(extra), "", f"< "
-                      f"{TARGET_GROWTH_MB:.0f} MB", ok(extra < TARGET_GROWTH_MB * MB))
+        table.add_row(
+            f"peak RSS {labels[1]} - peak RSS {labels[0]}",
+            _mb(extra),
+            "",
+            f"< {TARGET_GROWTH_MB:.0f} MB",
+            ok(extra < TARGET_GROWTH_MB * MB),
+        )
     console = Console()
     console.width = max(console.width, 112)  # piped output: rich assumes 80 columns
     console.print(table)
-    console.print("RSS: resident set of the sync's worker process (a fresh process per size), "
-                  f"sampled from /proc/self/statm every {RSS_SAMPLE_SECONDS * 1000:.0f} ms; "
-                  "ru_maxrss is the kernel's high-water mark for the same process.")
+    console.print(
+        "RSS: resident set of the sync's worker process (a fresh process per size), "
+        f"sampled from /proc/self/statm every {RSS_SAMPLE_SECONDS * 1000:.0f} ms; "
+        "ru_maxrss is the kernel's high-water mark for the same process."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000,
-                        help="records in the sandbox for the main run (default 100000)")
-    parser.add_argument("--big", type=int, default=400_000,
-                        help="records for the memory-flatness run; 0 skips it (default 400000)")
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=100_000,
+        help="records in the sandbox for the main run (default 100000)",
+    )
+    parser.add_argument(
+        "--big",
+        type=int,
+        default=400_000,
+        help="records for the memory-flatness run; 0 skips it (default 400000)",
+    )
     parser.add_argument("--store", choices=("postgresql", "sqlite"), default="postgresql")
-    parser.add_argument("--page-size", type=int, default=None,
-                        help="connection setting page_size (default: the connector's)")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=None,
+        help="connection setting page_size (default: the connector's)",
+    )
     parser.add_argument("--_sandbox", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -625,9 +747,13 @@ def main() -> None:
             result["entities"] = list(SandboxConnector.entities)
             results[label] = result
             sync, plain = result["sync"], result["plain"]
-            print(f"[{label}] sync {sync['records'] / sync['seconds']:,.0f} rec/s, plain "
-                  f"{plain['records'] / plain['seconds']:,.0f} rec/s, peak RSS "
-                  f"{_mb(sync['rss_peak'])}", file=sys.stderr, flush=True)
+            print(
+                f"[{label}] sync {sync['records'] / sync['seconds']:,.0f} rec/s, plain "
+                f"{plain['records'] / plain['seconds']:,.0f} rec/s, peak RSS "
+                f"{_mb(sync['rss_peak'])}",
+                file=sys.stderr,
+                flush=True,
+            )
     except KeyboardInterrupt:
         print("interrupted; cleaning up", file=sys.stderr)
         sys.exit(130)

@@ -13,14 +13,19 @@ from tests.sync.conftest import Harness
 
 
 def _page(*items: tuple[str, str]) -> list[Mapped]:
-    return [to_mapped({"remote_id": rid, "title": title}, {"id": rid, "title": title})
-            for rid, title in items]
+    return [
+        to_mapped({"remote_id": rid, "title": title}, {"id": rid, "title": title})
+        for rid, title in items
+    ]
 
 
 async def _rows(h: Harness, connection_id: str) -> dict[str, Any]:
     async with h.rt.engine.connect() as conn:
-        result = await conn.execute(select(records).where(
-            records.c.connection_id == connection_id, records.c.entity == "work_orders"))
+        result = await conn.execute(
+            select(records).where(
+                records.c.connection_id == connection_id, records.c.entity == "work_orders"
+            )
+        )
         return {r.remote_id: r for r in result}
 
 
@@ -37,11 +42,16 @@ async def test_full_sync_pages_mark_every_listed_record_seen(harness: Harness) -
     assert await page(t1, "sync_1", ("a", "A"), ("b", "B"), ("c", "C")) == Counts(created=3)
     # The next full listing: a unchanged, b changed, d new, c gone.
     assert await page(t2, "sync_2", ("a", "A"), ("b", "B2"), ("d", "D")) == Counts(
-        created=1, updated=1)
+        created=1, updated=1
+    )
     assert await page(t2, "sync_2", ("a", "A"), ("d", "D")) == Counts()  # same page again
     rows = await _rows(h, cid)
     assert {k: r.last_seen_sync_id for k, r in rows.items()} == {
-        "a": "sync_2", "b": "sync_2", "c": "sync_1", "d": "sync_2"}
+        "a": "sync_2",
+        "b": "sync_2",
+        "c": "sync_1",
+        "d": "sync_2",
+    }
     assert {k: r.modified_at for k, r in rows.items()} == {"a": t1, "b": t2, "c": t1, "d": t2}
     assert rows["b"].data["title"] == "B2" and rows["b"].remote_data == {"id": "b", "title": "B2"}
 

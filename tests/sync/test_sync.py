@@ -9,9 +9,15 @@ from maintlink.domain.syncs import SyncRun, claim_due
 from tests.conftest import bearer
 from tests.sync.conftest import Harness
 
-ENTITY_PATHS = {"work_orders": "work-orders", "assets": "assets", "locations": "locations",
-                "parts": "parts", "purchase_orders": "purchase-orders", "vendors": "vendors",
-                "users": "users"}
+ENTITY_PATHS = {
+    "work_orders": "work-orders",
+    "assets": "assets",
+    "locations": "locations",
+    "parts": "parts",
+    "purchase_orders": "purchase-orders",
+    "vendors": "vendors",
+    "users": "users",
+}
 
 
 async def _all(h: Harness, token: str, path: str, **params: Any) -> list[dict[str, Any]]:
@@ -40,8 +46,11 @@ async def test_initial_then_incremental_sync_end_to_end(harness: Harness) -> Non
     run = r.json()["data"][0]
     assert run["kind"] == "initial" and run["status"] == "completed"
     assert run["entities"]["work_orders"]["created"] == stats["work_orders"]
-    status = (await h.client.get(f"/api/v1/connections/{conn['id']}/sync-status",
-                                 headers=bearer(conn["token"]))).json()
+    status = (
+        await h.client.get(
+            f"/api/v1/connections/{conn['id']}/sync-status", headers=bearer(conn["token"])
+        )
+    ).json()
     assert status["status"] == "completed" and status["last_successful_sync_at"]
     assert status["entities"]["work_orders"]["records"] == stats["work_orders"]
     assert status["entities"]["assets"]["data_fresh_as_of"]
@@ -49,15 +58,16 @@ async def test_initial_then_incremental_sync_end_to_end(harness: Harness) -> Non
 
     # Changes at the source: 3 new, 2 changed, 1 deleted work orders.
     h.clock.advance(minutes=20)
-    changed = await h.sandbox_post("/_sandbox/changes",
-                                   {"entity": "work_orders", "create": 3, "update": 2,
-                                    "delete": 1})
+    changed = await h.sandbox_post(
+        "/_sandbox/changes", {"entity": "work_orders", "create": 3, "update": 2, "delete": 1}
+    )
     assert changed
     r = await h.client.post(f"/api/v1/connections/{conn['id']}/syncs", headers=bearer(h.key))
     assert r.status_code == 202
     await h.sync(conn["id"])
-    runs = (await h.client.get(f"/api/v1/connections/{conn['id']}/syncs",
-                               headers=bearer(h.key))).json()["data"]
+    runs = (
+        await h.client.get(f"/api/v1/connections/{conn['id']}/syncs", headers=bearer(h.key))
+    ).json()["data"]
     assert runs[0]["kind"] == "incremental" and runs[0]["trigger"] == "manual"
     assert runs[0]["entities"]["work_orders"] == {"created": 3, "updated": 2, "deleted": 1}
     assert runs[0]["entities"]["assets"] == {"created": 0, "updated": 0, "deleted": 0}
@@ -79,10 +89,12 @@ async def test_sync_with_no_changes_changes_nothing(harness: Harness) -> None:
     before = await _all(h, conn["token"], "work-orders")
     h.clock.advance(minutes=20)
     await h.sync(conn["id"])
-    runs = (await h.client.get(f"/api/v1/connections/{conn['id']}/syncs",
-                               headers=bearer(h.key))).json()["data"]
-    assert all(c == {"created": 0, "updated": 0, "deleted": 0}
-               for c in runs[0]["entities"].values())
+    runs = (
+        await h.client.get(f"/api/v1/connections/{conn['id']}/syncs", headers=bearer(h.key))
+    ).json()["data"]
+    assert all(
+        c == {"created": 0, "updated": 0, "deleted": 0} for c in runs[0]["entities"].values()
+    )
     assert await _all(h, conn["token"], "work-orders") == before
 
 
@@ -94,8 +106,11 @@ async def test_data_api_filters_remote_data_and_modified_after(harness: Harness)
     some = wos[0]
     assert some["object"] == "work_order" and some["remote_id"]
     assert some["remote_data"] is None
-    r = await h.client.get(f"/api/v1/work-orders/{some['id']}", headers=bearer(conn["token"]),
-                           params={"include_remote_data": "true"})
+    r = await h.client.get(
+        f"/api/v1/work-orders/{some['id']}",
+        headers=bearer(conn["token"]),
+        params={"include_remote_data": "true"},
+    )
     assert r.status_code == 200 and r.json()["remote_data"]["id"] == some["remote_id"]
     for status in {w["status"] for w in wos}:
         got = await _all(h, conn["token"], "work-orders", status=status)
@@ -110,8 +125,11 @@ async def test_data_api_filters_remote_data_and_modified_after(harness: Harness)
     assert got and all(vendor in p["vendor_ids"] for p in got)
     latest = max(w["modified_at"] for w in wos)
     assert await _all(h, conn["token"], "work-orders", modified_after=latest) == []
-    r = await h.client.get("/api/v1/work-orders", headers=bearer(conn["token"]),
-                           params={"modified_after": "2026-01-01T00:00:00"})
+    r = await h.client.get(
+        "/api/v1/work-orders",
+        headers=bearer(conn["token"]),
+        params={"modified_after": "2026-01-01T00:00:00"},
+    )
     assert r.status_code == 422
     r = await h.client.get("/api/v1/work-orders", headers=bearer(h.key))
     assert r.status_code == 403
@@ -126,8 +144,9 @@ async def test_records_are_isolated_between_connections(harness: Harness) -> Non
     one = (await _all(h, a["token"], "work-orders"))[0]
     r = await h.client.get(f"/api/v1/work-orders/{one['id']}", headers=bearer(b["token"]))
     assert r.status_code == 404
-    r = await h.client.patch(f"/api/v1/work-orders/{one['id']}", headers=bearer(b["token"]),
-                             json={"title": "hijack"})
+    r = await h.client.patch(
+        f"/api/v1/work-orders/{one['id']}", headers=bearer(b["token"]), json={"title": "hijack"}
+    )
     assert r.status_code == 404
     assert await _all(h, b["token"], "work-orders") == []
 
@@ -136,22 +155,40 @@ async def test_field_mappings_apply_on_read(harness: Harness) -> None:
     h = harness
     conn = await h.connect()
     await h.sync(conn["id"])
-    r = await h.client.put(f"/api/v1/connections/{conn['id']}/field-mappings",
-                           headers=bearer(h.key), json={"mappings": {"work_orders": {
-                               "fields": {"title": "description"},
-                               "custom_fields": {"raw_status": "status"}}}})
+    r = await h.client.put(
+        f"/api/v1/connections/{conn['id']}/field-mappings",
+        headers=bearer(h.key),
+        json={
+            "mappings": {
+                "work_orders": {
+                    "fields": {"title": "description"},
+                    "custom_fields": {"raw_status": "status"},
+                }
+            }
+        },
+    )
     assert r.status_code == 200, r.text
     wo = (await _all(h, conn["token"], "work-orders"))[0]
-    raw = (await h.client.get(f"/api/v1/work-orders/{wo['id']}", headers=bearer(conn["token"]),
-                              params={"include_remote_data": "true"})).json()["remote_data"]
+    raw = (
+        await h.client.get(
+            f"/api/v1/work-orders/{wo['id']}",
+            headers=bearer(conn["token"]),
+            params={"include_remote_data": "true"},
+        )
+    ).json()["remote_data"]
     assert wo["title"] == raw.get("description")
     assert wo["custom_fields"]["raw_status"] == raw["status"]
-    r = await h.client.put(f"/api/v1/connections/{conn['id']}/field-mappings",
-                           headers=bearer(h.key), json={"mappings": {"widgets": {}}})
+    r = await h.client.put(
+        f"/api/v1/connections/{conn['id']}/field-mappings",
+        headers=bearer(h.key),
+        json={"mappings": {"widgets": {}}},
+    )
     assert r.status_code == 422
-    r = await h.client.put(f"/api/v1/connections/{conn['id']}/field-mappings",
-                           headers=bearer(h.key),
-                           json={"mappings": {"work_orders": {"fields": {"id": "x"}}}})
+    r = await h.client.put(
+        f"/api/v1/connections/{conn['id']}/field-mappings",
+        headers=bearer(h.key),
+        json={"mappings": {"work_orders": {"fields": {"id": "x"}}}},
+    )
     assert r.status_code == 422
 
 
@@ -171,6 +208,7 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
             async for page in original(self, entity, **kw):
                 pages.append(1)
                 yield page
+
         return gen()
 
     SandboxConnector.list_records = counting  # type: ignore[method-assign]
@@ -189,8 +227,9 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
         sync_id = await h.sync(conn["id"], worker="w2")
     finally:
         SandboxConnector.list_records = original  # type: ignore[method-assign]
-    runs = (await h.client.get(f"/api/v1/connections/{conn['id']}/syncs",
-                               headers=bearer(h.key))).json()["data"]
+    runs = (
+        await h.client.get(f"/api/v1/connections/{conn['id']}/syncs", headers=bearer(h.key))
+    ).json()["data"]
     assert len(runs) == 1 and runs[0]["id"] == sync_id and runs[0]["status"] == "completed"
     stats = (await h.client.get(f"{h.sandbox}/_sandbox/stats")).json()
     assert runs[0]["entities"]["work_orders"]["created"] == stats["work_orders"]
@@ -224,8 +263,9 @@ async def test_provider_429_waits_and_continues(harness: Harness) -> None:
     assert conn["id"] in await claim_due(h.rt, "w1", 10)
     await SyncRun(h.rt, conn["id"], "w1", sleep=lift).run()
     assert h.sleeps and 0 < h.sleeps[0] <= 60
-    runs = (await h.client.get(f"/api/v1/connections/{conn['id']}/syncs",
-                               headers=bearer(h.key))).json()["data"]
+    runs = (
+        await h.client.get(f"/api/v1/connections/{conn['id']}/syncs", headers=bearer(h.key))
+    ).json()["data"]
     assert runs[0]["status"] == "completed"
     stats = (await h.client.get(f"{h.sandbox}/_sandbox/stats")).json()
     assert len(await _all(h, conn["token"], "work-orders")) == stats["work_orders"]
@@ -255,15 +295,22 @@ async def test_writes_with_and_without_idempotency_keys(harness: Harness) -> Non
     r = await h.client.get(f"/api/v1/work-orders/{wo['id']}", headers=bearer(conn["token"]))
     assert r.json()["title"] == body["title"]
 
-    r = await h.client.patch(f"/api/v1/work-orders/{wo['id']}", headers=bearer(conn["token"]),
-                             json={"status": "IN_PROGRESS", "notes": "parts ordered"})
+    r = await h.client.patch(
+        f"/api/v1/work-orders/{wo['id']}",
+        headers=bearer(conn["token"]),
+        json={"status": "IN_PROGRESS", "notes": "parts ordered"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "IN_PROGRESS"
-    r = await h.client.patch(f"/api/v1/work-orders/{wo['id']}", headers=bearer(conn["token"]),
-                             json={"status": "BROKEN"})
+    r = await h.client.patch(
+        f"/api/v1/work-orders/{wo['id']}", headers=bearer(conn["token"]), json={"status": "BROKEN"}
+    )
     assert r.status_code == 422
-    r = await h.client.post("/api/v1/purchase-orders", headers=bearer(conn["token"]), json={
-        "vendor_id": "nope", "lines": [{"qty_ordered": "2", "unit_price": "10.5"}]})
+    r = await h.client.post(
+        "/api/v1/purchase-orders",
+        headers=bearer(conn["token"]),
+        json={"vendor_id": "nope", "lines": [{"qty_ordered": "2", "unit_price": "10.5"}]},
+    )
     assert r.status_code in (201, 422), r.text
 
 
@@ -273,8 +320,9 @@ async def test_writes_unsupported_are_501(harness: Harness, monkeypatch: Any) ->
     from maintlink.connectors.sandbox import SandboxConnector
 
     monkeypatch.setattr(SandboxConnector, "writable_entities", ())
-    r = await h.client.post("/api/v1/work-orders", headers=bearer(conn["token"]),
-                            json={"title": "x"})
+    r = await h.client.post(
+        "/api/v1/work-orders", headers=bearer(conn["token"]), json={"title": "x"}
+    )
     assert r.status_code == 501
     assert r.json()["error"]["code"] == "OPERATION_NOT_SUPPORTED"
 
@@ -306,14 +354,18 @@ async def test_revoked_credential_reauth_cycle(harness: Harness) -> None:
     assert r.status_code == 409
 
     # Bad new credentials are refused and change nothing.
-    r = await h.client.post(f"/api/v1/connections/{conn['id']}/reauthorize",
-                            headers=bearer(h.key), json={"credentials": {
-                                "base_url": h.sandbox, "api_key": conn["_sandbox_key"]}})
+    r = await h.client.post(
+        f"/api/v1/connections/{conn['id']}/reauthorize",
+        headers=bearer(h.key),
+        json={"credentials": {"base_url": h.sandbox, "api_key": conn["_sandbox_key"]}},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_CREDENTIALS"
     new_key = (await h.sandbox_post("/_sandbox/credentials"))["api_key"]
-    r = await h.client.post(f"/api/v1/connections/{conn['id']}/reauthorize",
-                            headers=bearer(h.key), json={"credentials": {
-                                "base_url": h.sandbox, "api_key": new_key}})
+    r = await h.client.post(
+        f"/api/v1/connections/{conn['id']}/reauthorize",
+        headers=bearer(h.key),
+        json={"credentials": {"base_url": h.sandbox, "api_key": new_key}},
+    )
     assert r.status_code == 200, r.text
     again = r.json()
     assert again["id"] == conn["id"] and again["status"] == "active"
@@ -324,16 +376,16 @@ async def test_revoked_credential_reauth_cycle(harness: Harness) -> None:
     assert r.status_code == 200 and r.json()["data"]  # data kept
     assert (await h.events(conn["id"]))[-1]["type"] == "connection.reauthorized"
     sync_id = await h.sync(conn["id"])  # the reauthorization queued an incremental sync
-    run = (await h.client.get(f"/api/v1/connections/{conn['id']}/syncs",
-                              headers=bearer(h.key))).json()["data"][0]
+    run = (
+        await h.client.get(f"/api/v1/connections/{conn['id']}/syncs", headers=bearer(h.key))
+    ).json()["data"][0]
     assert run["id"] == sync_id and run["kind"] == "incremental"
 
 
 async def test_offline_after_three_failures_and_back(harness: Harness) -> None:
     h = harness
     conn = await h.connect()
-    await h.sandbox_post(f"/_sandbox/credentials/{conn['_sandbox_key']}/faults",
-                         {"offline": True})
+    await h.sandbox_post(f"/_sandbox/credentials/{conn['_sandbox_key']}/faults", {"offline": True})
     for expected in ("active", "active", "offline"):
         await h.check(conn["id"])
         assert (await _status(h, conn))["status"] == expected
@@ -342,26 +394,27 @@ async def test_offline_after_three_failures_and_back(harness: Harness) -> None:
     # Reads still work from the store while the system is down.
     r = await h.client.get("/api/v1/work-orders", headers=bearer(conn["token"]))
     assert r.status_code == 200
-    await h.sandbox_post(f"/_sandbox/credentials/{conn['_sandbox_key']}/faults",
-                         {"offline": False})
+    await h.sandbox_post(f"/_sandbox/credentials/{conn['_sandbox_key']}/faults", {"offline": False})
     await h.check(conn["id"])
     assert (await _status(h, conn))["status"] == "active"
     changes = [e for e in await h.events(conn["id"]) if e["type"] == "connection.status_changed"]
     assert [(e["data"]["previous_status"], e["data"]["status"]) for e in changes] == [
-        ("active", "offline"), ("offline", "active")]
+        ("active", "offline"),
+        ("offline", "active"),
+    ]
 
 
 async def test_sync_failure_event_and_status(harness: Harness) -> None:
     h = harness
     conn = await h.connect()
-    await h.sandbox_post(f"/_sandbox/credentials/{conn['_sandbox_key']}/faults",
-                         {"offline": True})
+    await h.sandbox_post(f"/_sandbox/credentials/{conn['_sandbox_key']}/faults", {"offline": True})
     await h.sync(conn["id"])
     failed = [e for e in await h.events(conn["id"]) if e["type"] == "sync.failed"]
     assert failed and failed[0]["data"]["will_retry"] is True
     assert failed[0]["data"]["error_code"] == "PROVIDER_UNAVAILABLE"
-    status = (await h.client.get(f"/api/v1/connections/{conn['id']}/sync-status",
-                                 headers=bearer(h.key))).json()
+    status = (
+        await h.client.get(f"/api/v1/connections/{conn['id']}/sync-status", headers=bearer(h.key))
+    ).json()
     assert status["status"] == "failed" and status["last_error"]["code"] == "PROVIDER_UNAVAILABLE"
 
 
@@ -375,9 +428,9 @@ async def test_status_errors(harness: Harness) -> None:
     assert r.status_code == 409
     h.clock.advance(hours=1)
     assert conn["id"] not in await claim_due(h.rt, "w1", 10)
-    r = await h.client.post(f"/api/v1/connections/{conn['id']}/reauthorize",
-                            headers=bearer(h.key), json={"credentials": {
-                                "base_url": h.sandbox, "api_key": conn["_sandbox_key"]}})
+    r = await h.client.post(
+        f"/api/v1/connections/{conn['id']}/reauthorize",
+        headers=bearer(h.key),
+        json={"credentials": {"base_url": h.sandbox, "api_key": conn["_sandbox_key"]}},
+    )
     assert r.status_code == 409
-
-

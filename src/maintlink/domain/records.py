@@ -93,8 +93,13 @@ def to_mapped(fields: Mapping[str, Any], raw: Mapping[str, Any]) -> Mapped:
 
 
 async def upsert(
-    conn: AsyncConnection, connection_id: str, entity: str, items: Sequence[Mapped],
-    now: datetime, *, sync_id: str | None = None,
+    conn: AsyncConnection,
+    connection_id: str,
+    entity: str,
+    items: Sequence[Mapped],
+    now: datetime,
+    *,
+    sync_id: str | None = None,
 ) -> Counts:
     """Insert new records, update changed ones, leave identical ones alone; counts what
     happened. Idempotent: the same page twice changes nothing the second time."""
@@ -109,10 +114,16 @@ async def upsert(
         if not by_id:
             return counts
     existing = {
-        r.remote_id: r for r in await conn.execute(
-            select(records.c.id, records.c.remote_id, records.c.data_hash, records.c.deleted_at)
-            .where(records.c.connection_id == connection_id, records.c.entity == entity,
-                   records.c.remote_id.in_(list(by_id))))
+        r.remote_id: r
+        for r in await conn.execute(
+            select(
+                records.c.id, records.c.remote_id, records.c.data_hash, records.c.deleted_at
+            ).where(
+                records.c.connection_id == connection_id,
+                records.c.entity == entity,
+                records.c.remote_id.in_(list(by_id)),
+            )
+        )
     }
     inserts: list[dict[str, Any]] = []
     for remote_id, m in by_id.items():
@@ -122,21 +133,39 @@ async def upsert(
         if old is None:
             if deleted_at is not None:
                 continue  # never seen and already gone: nothing to tell anyone
-            inserts.append({
-                "id": new_id("rec"), "connection_id": connection_id, "entity": entity,
-                "remote_id": remote_id, "data": m.data, "remote_data": m.remote_data,
-                "remote_created_at": m.remote_created_at,
-                "remote_updated_at": m.remote_updated_at, "modified_at": now,
-                "deleted_at": None, "data_hash": digest, "last_seen_sync_id": sync_id,
-            })
+            inserts.append(
+                {
+                    "id": new_id("rec"),
+                    "connection_id": connection_id,
+                    "entity": entity,
+                    "remote_id": remote_id,
+                    "data": m.data,
+                    "remote_data": m.remote_data,
+                    "remote_created_at": m.remote_created_at,
+                    "remote_updated_at": m.remote_updated_at,
+                    "modified_at": now,
+                    "deleted_at": None,
+                    "data_hash": digest,
+                    "last_seen_sync_id": sync_id,
+                }
+            )
             counts.created += 1
             continue
         if old.data_hash == digest and (old.deleted_at is None) == (deleted_at is None):
             continue
-        await conn.execute(update(records).where(records.c.id == old.id).values(
-            data=m.data, remote_data=m.remote_data, remote_created_at=m.remote_created_at,
-            remote_updated_at=m.remote_updated_at, modified_at=now, deleted_at=deleted_at,
-            data_hash=digest))
+        await conn.execute(
+            update(records)
+            .where(records.c.id == old.id)
+            .values(
+                data=m.data,
+                remote_data=m.remote_data,
+                remote_created_at=m.remote_created_at,
+                remote_updated_at=m.remote_updated_at,
+                modified_at=now,
+                deleted_at=deleted_at,
+                data_hash=digest,
+            )
+        )
         if deleted_at is not None and old.deleted_at is None:
             counts.deleted += 1
         else:
@@ -144,15 +173,25 @@ async def upsert(
     if inserts:
         await conn.execute(records.insert(), inserts)
     if sync_id is not None:
-        await conn.execute(update(records).where(
-            records.c.connection_id == connection_id, records.c.entity == entity,
-            records.c.remote_id.in_(list(by_id))).values(last_seen_sync_id=sync_id))
+        await conn.execute(
+            update(records)
+            .where(
+                records.c.connection_id == connection_id,
+                records.c.entity == entity,
+                records.c.remote_id.in_(list(by_id)),
+            )
+            .values(last_seen_sync_id=sync_id)
+        )
     return counts
 
 
 async def _upsert_live_pg(
-    conn: AsyncConnection, connection_id: str, entity: str, items: Mapping[str, Mapped],
-    now: datetime, sync_id: str | None,
+    conn: AsyncConnection,
+    connection_id: str,
+    entity: str,
+    items: Mapping[str, Mapped],
+    now: datetime,
+    sync_id: str | None,
 ) -> Counts:
     """One statement per page on PostgreSQL (two in a full sync). It goes through the
     unique index by construction; a look-up of existing rows by `remote_id IN (...)` can be
@@ -162,16 +201,32 @@ async def _upsert_live_pg(
 
     if not items:
         return Counts()
-    rows = [{
-        "id": new_id("rec"), "connection_id": connection_id, "entity": entity,
-        "remote_id": remote_id, "data": m.data, "remote_data": m.remote_data,
-        "remote_created_at": m.remote_created_at, "remote_updated_at": m.remote_updated_at,
-        "modified_at": now, "deleted_at": None, "data_hash": m.digest,
-        "last_seen_sync_id": sync_id,
-    } for remote_id, m in items.items()]
+    rows = [
+        {
+            "id": new_id("rec"),
+            "connection_id": connection_id,
+            "entity": entity,
+            "remote_id": remote_id,
+            "data": m.data,
+            "remote_data": m.remote_data,
+            "remote_created_at": m.remote_created_at,
+            "remote_updated_at": m.remote_updated_at,
+            "modified_at": now,
+            "deleted_at": None,
+            "data_hash": m.digest,
+            "last_seen_sync_id": sync_id,
+        }
+        for remote_id, m in items.items()
+    ]
     changed = [
-        "data", "remote_data", "remote_created_at", "remote_updated_at", "modified_at",
-        "deleted_at", "data_hash"]
+        "data",
+        "remote_data",
+        "remote_created_at",
+        "remote_updated_at",
+        "modified_at",
+        "deleted_at",
+        "data_hash",
+    ]
     if sync_id is not None:
         changed.append("last_seen_sync_id")
     # Executemany, not `.values(rows)`: SQLAlchemy batches the rows into one INSERT with
@@ -197,35 +252,46 @@ async def _upsert_live_pg(
         # A full sync also marks the identical records as seen, again through the
         # unique index: they all exist, so every row takes the conflict branch.
         seen = pg_insert(records)
-        await conn.execute(seen.on_conflict_do_update(
-            index_elements=["connection_id", "entity", "remote_id"],
-            set_={"last_seen_sync_id": seen.excluded.last_seen_sync_id},
-        ), [r for r in rows if r["remote_id"] not in written])
+        await conn.execute(
+            seen.on_conflict_do_update(
+                index_elements=["connection_id", "entity", "remote_id"],
+                set_={"last_seen_sync_id": seen.excluded.last_seen_sync_id},
+            ),
+            [r for r in rows if r["remote_id"] not in written],
+        )
     return counts
 
 
 async def mark_unseen_deleted(
-    conn: AsyncConnection, connection_id: str, entity: str, sync_id: str,
-    window_start: datetime | None, now: datetime,
+    conn: AsyncConnection,
+    connection_id: str,
+    entity: str,
+    sync_id: str,
+    window_start: datetime | None,
+    now: datetime,
 ) -> int:
     """After a full listing: records it did not return are gone at the source. Records
     older than the listing's window cannot be judged and are left alone."""
     cond = and_(
-        records.c.connection_id == connection_id, records.c.entity == entity,
+        records.c.connection_id == connection_id,
+        records.c.entity == entity,
         records.c.deleted_at.is_(None),
         (records.c.last_seen_sync_id.is_(None)) | (records.c.last_seen_sync_id != sync_id),
     )
     if window_start is not None:
         cond = and_(cond, records.c.remote_updated_at >= window_start)
-    result = await conn.execute(update(records).where(cond).values(
-        deleted_at=now, modified_at=now))
+    result = await conn.execute(update(records).where(cond).values(deleted_at=now, modified_at=now))
     return int(result.rowcount or 0)
 
 
 # --- reads ----------------------------------------------------------------------------------
 
+
 def record_view(
-    row: Row[Any], object_type: str, *, include_remote_data: bool,
+    row: Row[Any],
+    object_type: str,
+    *,
+    include_remote_data: bool,
     mapping: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     data = dict(row.data)
