@@ -433,8 +433,7 @@ async def drop_store(store: str) -> None:
 
 @dataclass
 class SqlCounter:
-    """Round trips of an engine: statements, transactions and pool checkouts (each checkout
-    pings the server first when ``pool_pre_ping`` is on)."""
+    """Round trips of an engine: statements, transactions and pool checkouts."""
 
     statements: int = 0
     transactions: int = 0
@@ -459,6 +458,16 @@ class SqlCounter:
 
     def snapshot(self) -> tuple[int, int, int]:
         return self.statements, self.transactions, self.checkouts
+
+
+def sql_used(ctx: StoreContext, before: tuple[int, int, int],
+             workers: list[Any]) -> tuple[int, ...]:
+    """Statements, transactions and checkouts since ``before``: the engine's, plus the
+    statements the workers sent on their own asyncpg connections (PostgreSQL), each of which
+    is a transaction of its own and needs no checkout."""
+    direct = sum(getattr(w, "direct_statements", 0) for w in workers)
+    engine = [b - a for a, b in zip(before, ctx.sql.snapshot(), strict=True)]
+    return engine[0] + direct, engine[1] + direct, engine[2]
 
 
 @dataclass
@@ -668,7 +677,7 @@ async def saturation(ctx: StoreContext, children: Children, receiver: ReceiverCo
         finished = await wait_recorded(workers, expected, emitter)
         assert finished is not None
         cpu = time.process_time() - cpu
-        sql = tuple(b - a for a, b in zip(sql, ctx.sql.snapshot(), strict=True))
+        sql = sql_used(ctx, sql, workers)
         if not backlog:
             emitted = await emitter.result()
             started = emitted["first_commit"]
@@ -718,7 +727,7 @@ async def latency(ctx: StoreContext, children: Children, receiver: ReceiverContr
         done = await wait_recorded([worker], emitted["events"], emitter,
                                    time.monotonic() + args.latency_grace)
         cpu = time.process_time() - cpu
-        sql = tuple(b - a for a, b in zip(sql, ctx.sql.snapshot(), strict=True))
+        sql = sql_used(ctx, sql, [worker])
         recorded = worker.attempted
     finally:
         await emitter.cancel()
@@ -936,8 +945,9 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
         "backlog drain: the same events emitted before the worker starts, timed from its "
         "start. Ratio: deliveries/s over the ceiling's requests/s (same receiver, client, "
         "connection reuse and concurrency). SQL per delivery: statements, transactions and "
-        "pool checkouts of the store's engine in this process (on PostgreSQL every checkout "
-        "first pings the server: pool_pre_ping). CPU: time.process_time() of the process over "
+        "pool checkouts of the store's engine in this process, plus the statements the "
+        "workers send on their own asyncpg connections on PostgreSQL (one transaction each, "
+        "no checkout). CPU: time.process_time() of the process over "
         "the phase, per delivery; the store server's CPU is not included. Latency: "
         "time.time() after the emitting commit -> time.time() when the receiver's handler "
         "starts. The receiver is a separate process (aiohttp on uvloop); the workers run in "

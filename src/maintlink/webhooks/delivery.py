@@ -113,6 +113,9 @@ MAX_ERROR_CHARS = 2000
 # deliveries: enough for claims to come in batches, few enough that a dead endpoint's
 # prefetched deliveries are sent well within their lease (the lease is extended otherwise).
 PREFETCH = 4
+# Batches of successes being written at once (PostgreSQL): more batches form and commit
+# while the first waits for its WAL flush.
+RECORD_WRITERS = 3
 
 @dataclass(frozen=True)
 class Outcome:
@@ -316,9 +319,10 @@ class DeliveryWorker:
         self._session: aiohttp.ClientSession | None = None
         cap = self.settings.webhook_endpoint_concurrency
         self._hold_max = max(1, prefetch) * cap
-        # Claimed and not yet recorded, per endpoint: leased to this worker, waiting for a
-        # slot, in flight or being recorded.
+        # Claimed and not yet answered, per endpoint: waiting for a slot or in flight. What
+        # is only waiting for its record to commit no longer counts against the endpoint.
         self._held: dict[str, int] = {}
+        self._unfinished = 0  # claimed and not yet recorded, all endpoints
         self._hold_limit: dict[str, int] = {}
         self._full: set[str] = set()  # endpoints left out of claims until they drain a little
         self._slots: dict[str, asyncio.Semaphore] = {}  # requests in flight per endpoint
@@ -330,10 +334,12 @@ class DeliveryWorker:
         self._more = False  # the last claim may have left due deliveries behind
         self._saturated = False  # this worker holds all it may: claim again when it drains
         self._successes: list[_Success] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._pg: tuple[PgLink, PgLink] | None = None  # (claims, records)
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._flusher_starting = False  # a flusher was started and has not taken a batch yet
+        self._pg: tuple[PgLink, list[PgLink]] | None = None  # (claims, records)
         self._pg_direct = rt.dialect == "postgresql" and rt.engine.dialect.driver == "asyncpg"
         self._url_checks: dict[str, tuple[str, str] | None] = {}
+        self._secrets: dict[tuple[str, str | None], list[bytes]] = {}
         self._stop = asyncio.Event()
         self._kick = asyncio.Event()
         self.ready = asyncio.Event()  # wake-ups are armed (SQLite: registered; PG: listening)
@@ -355,27 +361,29 @@ class DeliveryWorker:
         self._kick.set()
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            await asyncio.wait({self._flusher}, timeout=self.settings.webhook_timeout_seconds)
-            self._flusher = None
+        if self._flushers:
+            await asyncio.wait(set(self._flushers), timeout=self.settings.webhook_timeout_seconds)
         if self._session is not None:
             await self._session.close()
             self._session = None
         if self._pg is not None:
-            links, self._pg = self._pg, None
-            for link in links:
+            (claims, records), self._pg = self._pg, None
+            for link in (claims, *records):
                 await link.aclose()
 
     @property
     def in_flight(self) -> int:
         """Deliveries claimed and not yet recorded."""
-        return sum(self._held.values())
+        return self._unfinished
 
     @property
     def direct_statements(self) -> int:
         """Statements sent on the worker's own asyncpg connections (PostgreSQL), each its own
         transaction; the engine's are counted by the engine's events."""
-        return sum(link.statements for link in self._pg) if self._pg is not None else 0
+        if self._pg is None:
+            return 0
+        claims, records = self._pg
+        return claims.statements + sum(link.statements for link in records)
 
     async def run(self) -> None:
         """Deliver until ``stop()``; then let in-flight requests finish (``shutdown_grace``)."""
@@ -425,8 +433,8 @@ class DeliveryWorker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._flusher is not None:
-            await asyncio.wait({self._flusher}, timeout=self.settings.webhook_timeout_seconds)
+        if self._flushers:
+            await asyncio.wait(set(self._flushers), timeout=self.settings.webhook_timeout_seconds)
         # Whatever was cut short goes back to the queue now instead of when its lease ends.
         with contextlib.suppress(Exception):
             now = self.rt.clock()
@@ -497,14 +505,14 @@ class DeliveryWorker:
             and_(d.status == "delivering", d.lease_expires_at < now),  # a crashed worker's
         )
 
-    def _links(self) -> tuple[PgLink, PgLink]:
+    def _links(self) -> tuple[PgLink, list[PgLink]]:
         if self._pg is None:
             dsn = postgres_dsn(self.rt.engine.url)
             name = f"maintlink-delivery {self.worker_id}"[:63]
             # A claim lost in a server crash only means the row is pending again, so claims
             # do not wait for the WAL flush; recorded attempts do.
             self._pg = (PgLink(dsn, {"synchronous_commit": "off", "application_name": name}),
-                        PgLink(dsn, {"application_name": name}))
+                        [PgLink(dsn, {"application_name": name}) for _ in range(RECORD_WRITERS)])
         return self._pg
 
     def _limit_for(self, endpoint: _Endpoint) -> int:
@@ -514,27 +522,34 @@ class DeliveryWorker:
 
     async def _claim_and_dispatch(self) -> list[asyncio.Task[None]]:
         async with self._claim_lock:
-            limit = min(self.batch_size, self._max_held - self.in_flight)
+            limit = min(self.batch_size, self._max_held - self._unfinished)
             if limit <= 0:
                 self._saturated, self._more = True, False
                 return []
+            held_before = dict(self._held)
             claimed = await self._claim(limit)
+            self._unfinished += len(claimed)
+            got: dict[str, int] = {}
             tasks = []
             for job in claimed:
                 eid = job.endpoint_id
+                got[eid] = got.get(eid, 0) + 1
                 self._held[eid] = self._held.get(eid, 0) + 1
                 self._hold_limit[eid] = self._limit_for(job.endpoint)
                 task = asyncio.create_task(self._deliver(job), name=f"deliver:{job.id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 tasks.append(task)
-            filled = {eid for eid in {job.endpoint_id for job in claimed}
-                      if self._held[eid] >= self._hold_limit[eid]}
-            self._full |= filled
-            self._saturated = self.in_flight >= self._max_held
-            # Claim again at once if the batch was full, or if an endpoint just filled up:
-            # the next claim leaves it out and may find other endpoints' deliveries.
-            self._more = len(claimed) >= limit or bool(filled)
+            self._saturated = self._unfinished >= self._max_held
+            # An endpoint that got all the room it had may have more due: claim for it again
+            # once it has drained by half (at once if it already has, meanwhile).
+            self._more = len(claimed) >= limit
+            for eid, n in got.items():
+                if n >= self._hold_limit[eid] - held_before.get(eid, 0):
+                    if self._held.get(eid, 0) <= self._hold_limit[eid] // 2:
+                        self._more = True
+                    else:
+                        self._full.add(eid)
             return tasks
 
     async def _claim(self, limit: int) -> list[_Claimed]:
@@ -638,6 +653,7 @@ class DeliveryWorker:
         return slot
 
     async def _deliver(self, job: _Claimed) -> None:
+        answered = False
         try:
             # The endpoint's cap limits requests in flight at the receiver: the slot is
             # held from just before the request until its answer is in, not while waiting
@@ -655,6 +671,8 @@ class DeliveryWorker:
                     return
                 started_at = self.rt.clock()
                 outcome = await self._attempt(job, started_at)
+            answered = True
+            self._release(job.endpoint_id)
             if outcome.success:
                 await self._record_success(job, started_at, outcome)
             else:
@@ -665,9 +683,15 @@ class DeliveryWorker:
             # The lease runs out and the delivery is tried again: at least once, never lost.
             log.exception("delivery %s could not be completed", job.id)
         finally:
-            self._release(job.endpoint_id)
+            if not answered:
+                self._release(job.endpoint_id)
+            self._unfinished = max(0, self._unfinished - 1)
+            if self._saturated and self._unfinished <= self._max_held // 2:
+                self._saturated = False
+                self._kick.set()
 
     def _release(self, endpoint_id: str) -> None:
+        """``endpoint_id``'s delivery has its answer (or gave up): make room for another."""
         left = self._held.get(endpoint_id, 1) - 1
         if left > 0:
             self._held[endpoint_id] = left
@@ -677,13 +701,10 @@ class DeliveryWorker:
             slot = self._slots.get(endpoint_id)
             if slot is not None and not slot.locked():
                 del self._slots[endpoint_id]
-        # Claim again once a full endpoint has drained by half (or the worker as a whole),
-        # so that claims come in batches rather than one per finished delivery.
+        # Claim again once a full endpoint has drained by half, so that claims come in
+        # batches rather than one per finished delivery.
         if endpoint_id in self._full and left <= self._hold_limit.get(endpoint_id, 0) // 2:
             self._full.discard(endpoint_id)
-            self._kick.set()
-        elif self._saturated and self.in_flight <= self._max_held // 2:
-            self._saturated = False
             self._kick.set()
 
     async def _keep_lease(self, job: _Claimed) -> bool:
@@ -722,12 +743,26 @@ class DeliveryWorker:
             "webhook-id": job.event_id,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signing.signature_header(
-                signing_secrets(self.rt, ep.secrets(), now), job.event_id, timestamp, body),
+                self._signing_secrets(ep, now), job.event_id, timestamp, body),
             "Maintlink-Version": ep.api_version,
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         })
         return headers
+
+    def _signing_secrets(self, ep: _Endpoint, now: datetime) -> list[bytes]:
+        """``signing_secrets``, remembered per encrypted secret: decrypting costs more than
+        signing."""
+        expires = ep.previous_secret_expires_at
+        overlap = bool(ep.previous_secret_encrypted and expires is not None and expires > now)
+        key = (ep.secret_encrypted, ep.previous_secret_encrypted if overlap else None)
+        found = self._secrets.get(key)
+        if found is None:
+            found = signing_secrets(self.rt, ep.secrets(), now)
+            if len(self._secrets) >= 1024:
+                self._secrets.clear()
+            self._secrets[key] = found
+        return found
 
     def _url_problem(self, url: str) -> tuple[str, str] | None:
         """Why ``url`` cannot be sent to, as (failure kind, message); remembered per URL."""
@@ -808,14 +843,19 @@ class DeliveryWorker:
         """Queue the success for the next batch and wait until that batch is committed."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._successes.append(_Success(job, started_at, outcome, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name=f"record:{self.worker_id}")
+        writers = RECORD_WRITERS if self._pg_direct else 1  # SQLite has one writer anyway
+        if not self._flusher_starting and len(self._flushers) < writers:
+            self._flusher_starting = True
+            task = asyncio.create_task(self._flush(), name=f"record:{self.worker_id}")
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
         if not await done:
             log.info("delivery %s: lease lost before recording; another worker has it", job.id)
 
     async def _flush(self) -> None:
         """Record what piled up while the previous batch was being written; no timer, so a
         lone success is written at once."""
+        self._flusher_starting = False
         while self._successes:
             batch, self._successes = self._successes, []
             try:
@@ -846,7 +886,9 @@ class DeliveryWorker:
         raise AssertionError("unreachable")
 
     async def _write_successes_pg(self, batch: list[_Success]) -> set[str]:
-        rows = await self._links()[1].fetch(
+        records = self._links()[1]
+        link = next((link for link in records if not link.busy), records[0])
+        rows = await link.fetch(
             RECORD_SUCCESSES_SQL, self.worker_id, self.rt.clock(),
             [s.job.id for s in batch], [s.job.attempt_count + 1 for s in batch],
             [s.outcome.status_code for s in batch], [new_id("att") for _ in batch],

@@ -123,6 +123,10 @@ class PgLink:
                                                server_settings=self.server_settings)
         return self._conn
 
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     async def fetch(self, sql: str, *args: Any) -> Sequence[asyncpg.Record]:
         async with self._lock:
             conn = await self._connection()
