@@ -22,8 +22,10 @@ has). ``--emitter`` overrides that.
    this process and its engine). Deliveries per second from the first commit until the last
    delivery is recorded as succeeded (the worker counts attempts after their transaction
    commits); then the store is checked: every delivery succeeded, one successful attempt each,
-   and the receiver saw each webhook-id exactly once. Then a backlog drain: the same events
-   emitted before one worker starts, timed from its start (the worker alone).
+   and the receiver saw each webhook-id exactly once. This rate cannot exceed the emitter's.
+   Then a backlog drain: the same events emitted before one worker starts, timed from its
+   start (the worker alone). The ratio target is on the drain; the drain and the ceiling
+   each run twice, alternated, and the best of each counts.
 2. Ceiling: the same receiver driven by a bare asyncio POST loop: the worker's aiohttp session
    (``urls.make_connector``, same limits, TLS context and connection reuse), the same body and
    headers, ``--concurrency`` requests in flight (the endpoint's cap), no store, no signing.
@@ -779,25 +781,40 @@ async def run_store(store: str, children: Children, receiver: ReceiverControl,
                                                 url=receiver.url)
         ctx = StoreContext(store, database_url, store_dir, secret_key, rt, account_id,
                            endpoint.id, SqlCounter().attach(rt.engine))
-        log(f"[{store}] ceiling: {args.events:,} bare aiohttp POSTs, "
-            f"{args.concurrency} in flight ...")
-        await receiver.reset()
-        out["ceiling"], out["ceiling_cpu_ms"] = await ceiling_aiohttp(
-            settings, receiver.url, body, args.events, args.concurrency)
-        out["ceiling_cpu_ms"] *= 1000
-        log(f"[{store}]   {out['ceiling']:,.0f} requests/s")
-        out["saturation"] = []
-        plan = [(n, False) for n in args.workers] + [(1, True)]
-        for n, backlog in plan:
+        out["ceilings"] = []
+        out["ceiling"] = out["ceiling_cpu_ms"] = 0.0
+
+        async def ceiling() -> None:
+            log(f"[{store}] ceiling: {args.events:,} bare aiohttp POSTs, "
+                f"{args.concurrency} in flight ...")
+            await receiver.reset()
+            rate, cpu = await ceiling_aiohttp(settings, receiver.url, body, args.events,
+                                              args.concurrency)
+            out["ceilings"].append(rate)
+            if rate > out["ceiling"]:
+                out["ceiling"], out["ceiling_cpu_ms"] = rate, cpu * 1000
+            log(f"[{store}]   {rate:,.0f} requests/s")
+
+        async def run(n: int, backlog: bool) -> dict[str, Any]:
             what = "a backlog emitted first" if backlog else "emitted meanwhile"
             log(f"[{store}] saturation: {args.events:,} events ({what}), {args.emit_batch} per "
                 f"transaction ({emit_mode} emitter), {n} worker(s) ...")
             result = await saturation(ctx, children, receiver, args, n, emit_mode, backlog)
             result["backlog"] = backlog
-            out["saturation"].append(result)
             log(f"[{store}]   {result['rate']:,.0f} deliveries/s "
                 f"(ratio {result['rate'] / out['ceiling']:.2f}), store check "
                 f"{'ok' if result['ok'] else 'FAILED: ' + json.dumps(result['check'])}")
+            return result
+
+        await ceiling()
+        out["saturation"] = [await run(n, False) for n in args.workers]
+        # The worker alone against the ceiling: both run twice, alternated, and the best of
+        # each counts, so that a burst of load from other processes does not decide the ratio.
+        drains = [await run(1, True)]
+        await ceiling()
+        drains.append(await run(1, True))
+        out["drains"] = [d["rate"] for d in drains]
+        out["saturation"].append(max(drains, key=lambda d: float(d["rate"])))
         log(f"[{store}] latency: {args.rate:g} events/s for {args.duration:g} s ...")
         out["latency"] = lat = await latency(ctx, children, receiver, args, emit_mode)
         log(f"[{store}]   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
@@ -866,7 +883,9 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
     row("load average (1 min) before -> after", lambda r: (
         f"{r['load_before']:.1f} -> {r['load_after']:.1f}"), f"< {os.cpu_count()} (idle box)",
         lambda r: max(r["load_before"], r["load_after"]) < (os.cpu_count() or 1))
-    row("HTTP ceiling (bare aiohttp loop)", lambda r: f"{r['ceiling']:,.0f} req/s")
+    row("HTTP ceiling (bare aiohttp loop), best of two", lambda r: (
+        f"{r['ceiling']:,.0f} req/s ("
+        + " / ".join(f"{c:,.0f}" for c in r["ceilings"]) + ")"))
     row("  CPU of this process per request", lambda r: f"{r['ceiling_cpu_ms']:.2f} ms")
     for i, first in enumerate(results[stores[0]]["saturation"]):
         def sat(r: dict[str, Any], i: int = i) -> dict[str, Any]:
@@ -874,11 +893,14 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
 
         n, backlog = first["workers"], first["backlog"]
         label = f"{n} worker{'s' if n > 1 else ''}"
-        main = n == 1 and not backlog
+        # The target is on the worker alone: with events emitted meanwhile, the rate cannot
+        # exceed the emitter's.
+        main = n == 1 and backlog
         table.add_section()
         if backlog:
-            row(f"backlog drain, {label}: {args.events:,} events", lambda r, s=sat: (
-                f"{s(r)['rate']:,.0f} deliveries/s"))
+            row(f"backlog drain, {label}: {args.events:,} events, best of two", lambda r, s=sat: (
+                f"{s(r)['rate']:,.0f} deliveries/s ("
+                + " / ".join(f"{d:,.0f}" for d in r["drains"]) + ")"))
             row("  worker start -> last recorded", lambda r, s=sat: f"{s(r)['seconds']:.2f} s")
         else:
             row(f"saturation, {label}: {args.events:,} events", lambda r, s=sat: (
@@ -886,6 +908,8 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
             row("  first commit -> last recorded", lambda r, s=sat: f"{s(r)['seconds']:.2f} s")
             row("  emitting took / queue drained after", lambda r, s=sat: (
                 f"{s(r)['emit_seconds']:.2f} s / {s(r)['tail_seconds']:.2f} s"))
+            row("  the emitter's rate (the bound here)", lambda r, s=sat: (
+                f"{s(r)['deliveries'] / max(s(r)['emit_seconds'], 1e-9):,.0f} events/s"))
         row("  SQL per delivery: statements / txns / checkouts", lambda r, s=sat: (
             "{:.2f} / {:.2f} / {:.2f}".format(*s(r)["sql_per_delivery"])
             + (" (+emitter)" if r["emitter"] == "inline" and not s(r)["backlog"] else "")))
@@ -943,8 +967,10 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
         "Saturation: deliveries/s from the first emitting commit until the last delivery's "
         f"attempt transaction committed ({args.emit_batch} events per emitting transaction); "
         "backlog drain: the same events emitted before the worker starts, timed from its "
-        "start. Ratio: deliveries/s over the ceiling's requests/s (same receiver, client, "
-        "connection reuse and concurrency). SQL per delivery: statements, transactions and "
+        "start (the worker alone; the ratio target applies to it). The drain and the ceiling "
+        "each run twice, alternated; the best of each counts. Ratio: deliveries/s over the "
+        "ceiling's requests/s (same receiver, client, connection reuse and concurrency). "
+        "SQL per delivery: statements, transactions and "
         "pool checkouts of the store's engine in this process, plus the statements the "
         "workers send on their own asyncpg connections on PostgreSQL (one transaction each, "
         "no checkout). CPU: time.process_time() of the process over "

@@ -102,7 +102,8 @@ INTERNAL_ERROR = "INTERNAL_ERROR"
 FAILURE_KINDS = frozenset({HTTP_STATUS, REDIRECT, TIMEOUT, TLS_ERROR, CONNECTION_ERROR,
                            FORBIDDEN_ADDRESS, INVALID_URL, INTERNAL_ERROR})
 
-# After an empty wake-up, look again this much later: SQLite's wake-up precedes the commit.
+# After a wake-up, look again this much later: SQLite's wake-up precedes the commit.
+# (PostgreSQL delivers NOTIFY after the commit: no second look needed.)
 RECHECK_DELAYS = (0.05, 0.25)
 # A lease must outlast the request it covers, with this much to spare.
 LEASE_MARGIN_SECONDS = 5.0
@@ -409,6 +410,7 @@ class DeliveryWorker:
             log.info("delivery worker %s stopped", self.worker_id)
 
     async def _loop(self) -> None:
+        recheck_delays = RECHECK_DELAYS if self.rt.dialect != "postgresql" else ()
         rechecks: list[float] = []
         while not self._stop.is_set():
             self._kick.clear()  # a kick during the claim stays set: no wake-up is lost
@@ -425,7 +427,7 @@ class DeliveryWorker:
             delay = rechecks.pop(0) if rechecks else self.poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), delay)
-                rechecks = list(RECHECK_DELAYS)
+                rechecks = list(recheck_delays)
 
     async def _drain(self) -> None:
         if self._tasks:
