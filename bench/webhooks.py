@@ -96,8 +96,12 @@ class Children:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -127,11 +131,13 @@ def _read_line(proc: subprocess.Popen[bytes], prefix: str) -> str:
     while True:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"child process {proc.pid} exited (code {proc.wait()}) "
-                               f"before printing {prefix.strip()}")
+            raise RuntimeError(
+                f"child process {proc.pid} exited (code {proc.wait()}) "
+                f"before printing {prefix.strip()}"
+            )
         text = line.decode()
         if text.startswith(prefix):
-            return text[len(prefix):].strip()
+            return text[len(prefix) :].strip()
 
 
 def _run_loop(main: Awaitable[None], fast: bool = False) -> None:
@@ -221,8 +227,10 @@ class ReceiverControl:
     async def _call(self, method: str, path: str) -> Any:
         import aiohttp
 
-        async with aiohttp.ClientSession() as session, session.request(
-                method, f"{self.base}{path}", ssl=self._ssl) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{self.base}{path}", ssl=self._ssl) as resp,
+        ):
             resp.raise_for_status()
             return await (resp.json() if path.startswith("/_stats") else resp.text())
 
@@ -231,7 +239,8 @@ class ReceiverControl:
 
     async def stats(self, arrivals: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "GET", "/_stats?arrivals=1" if arrivals else "/_stats")
+            "GET", "/_stats?arrivals=1" if arrivals else "/_stats"
+        )
         return result
 
 
@@ -256,8 +265,13 @@ async def emit_burst(rt: Any, account_id: str, count: int, batch: int) -> dict[s
         size = min(batch, count - done)
         async with rt.engine.begin() as conn:
             for i in range(done, done + size):
-                await emit(conn, account_id=account_id, type=EVENT_TYPE, data=_event_data(i),
-                           customer_id="cus_bench")
+                await emit(
+                    conn,
+                    account_id=account_id,
+                    type=EVENT_TYPE,
+                    data=_event_data(i),
+                    customer_id="cus_bench",
+                )
         last = time.time()
         first = first or last
         done += size
@@ -278,8 +292,13 @@ async def emit_steady(rt: Any, account_id: str, rate: float, duration: float) ->
     async def one(i: int) -> None:
         async with slots:
             async with rt.engine.begin() as conn:
-                event_id = await emit(conn, account_id=account_id, type=EVENT_TYPE,
-                                      data=_event_data(i), customer_id="cus_bench")
+                event_id = await emit(
+                    conn,
+                    account_id=account_id,
+                    type=EVENT_TYPE,
+                    data=_event_data(i),
+                    customer_id="cus_bench",
+                )
             commits[event_id] = time.time()
 
     tasks: list[asyncio.Task[None]] = []
@@ -292,8 +311,12 @@ async def emit_steady(rt: Any, account_id: str, rate: float, duration: float) ->
             late = max(late, -delay)
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
-    return {"events": count, "commits": commits, "seconds": time.perf_counter() - start,
-            "max_behind": late}
+    return {
+        "events": count,
+        "commits": commits,
+        "seconds": time.perf_counter() - start,
+        "max_behind": late,
+    }
 
 
 async def run_emit(rt: Any, account_id: str, plan: dict[str, Any]) -> dict[str, Any]:
@@ -312,8 +335,9 @@ def emitter_main(raw: str) -> None:
 
         from maintlink.runtime import build_runtime
 
-        rt = build_runtime(settings_for(cfg["database_url"], Path(cfg["data_dir"]),
-                                        cfg["secret_key"]))
+        rt = build_runtime(
+            settings_for(cfg["database_url"], Path(cfg["data_dir"]), cfg["secret_key"])
+        )
         try:
             async with rt.engine.connect() as conn:  # connect before the clock starts
                 await conn.execute(text("SELECT 1"))
@@ -333,8 +357,9 @@ def emitter_main(raw: str) -> None:
 class Emitter:
     """Emits a plan in a child process (``process``) or as a task of this loop (``inline``)."""
 
-    def __init__(self, mode: str, children: Children, ctx: StoreContext,
-                 plan: dict[str, Any]) -> None:
+    def __init__(
+        self, mode: str, children: Children, ctx: StoreContext, plan: dict[str, Any]
+    ) -> None:
         self.mode = mode
         self.children = children
         self.ctx = ctx
@@ -346,9 +371,13 @@ class Emitter:
     async def prepare(self) -> None:
         if self.mode != "process":
             return
-        cfg = {"database_url": self.ctx.database_url, "data_dir": str(self.ctx.workdir),
-               "secret_key": self.ctx.secret_key, "account_id": self.ctx.account_id,
-               "plan": self.plan}
+        cfg = {
+            "database_url": self.ctx.database_url,
+            "data_dir": str(self.ctx.workdir),
+            "secret_key": self.ctx.secret_key,
+            "account_id": self.ctx.account_id,
+            "plan": self.plan,
+        }
         self._proc = self.children.start("--_emitter", json.dumps(cfg))
         await asyncio.to_thread(_read_line, self._proc, "READY")
 
@@ -359,7 +388,8 @@ class Emitter:
             self._proc.stdin.flush()
         else:
             self._task = asyncio.create_task(
-                run_emit(self.ctx.rt, self.ctx.account_id, self.plan), name="emitter")
+                run_emit(self.ctx.rt, self.ctx.account_id, self.plan), name="emitter"
+            )
 
     def failed(self) -> bool:
         if self._done:
@@ -394,8 +424,14 @@ class Emitter:
 def settings_for(database_url: str, workdir: Path, secret_key: str, **extra: Any) -> Any:
     from maintlink.config import Settings
 
-    return Settings(data_dir=workdir, database_url=database_url, secret_key=secret_key,
-                    environment="production", sandbox_enabled=False, **extra)
+    return Settings(
+        data_dir=workdir,
+        database_url=database_url,
+        secret_key=secret_key,
+        environment="production",
+        sandbox_enabled=False,
+        **extra,
+    )
 
 
 async def _pg_admin(*statements: str) -> None:
@@ -415,10 +451,16 @@ async def fresh_store(store: str, workdir: Path) -> str:
     if store == "sqlite":
         url = f"sqlite+aiosqlite:///{workdir / 'webhooks.db'}"
     else:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
-                        f'CREATE DATABASE "{PG_DATABASE}"')
-        url = "postgresql+asyncpg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + \
-            "/" + PG_DATABASE
+        await _pg_admin(
+            f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
+            f'CREATE DATABASE "{PG_DATABASE}"',
+        )
+        url = (
+            "postgresql+asyncpg://"
+            + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+            + "/"
+            + PG_DATABASE
+        )
     engine = create_engine(url)
     try:
         await migrate(engine)
@@ -462,8 +504,9 @@ class SqlCounter:
         return self.statements, self.transactions, self.checkouts
 
 
-def sql_used(ctx: StoreContext, before: tuple[int, int, int],
-             workers: list[Any]) -> tuple[int, ...]:
+def sql_used(
+    ctx: StoreContext, before: tuple[int, int, int], workers: list[Any]
+) -> tuple[int, ...]:
     """Statements, transactions and checkouts since ``before``: the engine's, plus the
     statements the workers sent on their own asyncpg connections (PostgreSQL), each of which
     is a transaction of its own and needs no checkout."""
@@ -507,21 +550,41 @@ async def store_check(rt: Any) -> dict[str, Any]:
     from maintlink.store.tables import attempts, deliveries
 
     async with rt.engine.connect() as conn:
-        statuses = {row[0]: int(row[1]) for row in await conn.execute(
-            select(deliveries.c.status, func.count()).group_by(deliveries.c.status))}
-        count, ok, distinct_deliveries, highest = (await conn.execute(select(
-            func.count(), func.coalesce(func.sum(attempts.c.success), 0),
-            func.count(distinct(attempts.c.delivery_id)),
-            func.coalesce(func.max(attempts.c.attempt_number), 0)))).one()
-    return {"statuses": statuses, "attempts": int(count), "successful_attempts": int(ok),
-            "attempted_deliveries": int(distinct_deliveries), "max_attempt_number": int(highest)}
+        statuses = {
+            row[0]: int(row[1])
+            for row in await conn.execute(
+                select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
+            )
+        }
+        count, ok, distinct_deliveries, highest = (
+            await conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(attempts.c.success), 0),
+                    func.count(distinct(attempts.c.delivery_id)),
+                    func.coalesce(func.max(attempts.c.attempt_number), 0),
+                )
+            )
+        ).one()
+    return {
+        "statuses": statuses,
+        "attempts": int(count),
+        "successful_attempts": int(ok),
+        "attempted_deliveries": int(distinct_deliveries),
+        "max_attempt_number": int(highest),
+    }
 
 
 def check_passed(check: dict[str, Any], expected: int) -> bool:
-    return (check["statuses"] == {"succeeded": expected} and check["attempts"] == expected
-            and check["successful_attempts"] == expected
-            and check["attempted_deliveries"] == expected and check["max_attempt_number"] == 1
-            and check["received"] == expected and check["duplicates"] == 0)
+    return (
+        check["statuses"] == {"succeeded": expected}
+        and check["attempts"] == expected
+        and check["successful_attempts"] == expected
+        and check["attempted_deliveries"] == expected
+        and check["max_attempt_number"] == 1
+        and check["received"] == expected
+        and check["duplicates"] == 0
+    )
 
 
 # --- the HTTP ceiling --------------------------------------------------------------------------
@@ -539,8 +602,9 @@ def ceiling_request(i: int) -> dict[str, str]:
     }
 
 
-async def _post_loop(total: int, concurrency: int,
-                     post: Callable[[int], Awaitable[int]]) -> tuple[float, float]:
+async def _post_loop(
+    total: int, concurrency: int, post: Callable[[int], Awaitable[int]]
+) -> tuple[float, float]:
     """``total`` POSTs, ``concurrency`` in flight: requests per second, and CPU seconds of this
     process per request."""
     counter = iter(range(total))
@@ -561,8 +625,9 @@ async def _post_loop(total: int, concurrency: int,
     return total / seconds, cpu / total
 
 
-async def ceiling_aiohttp(settings: Any, url: str, body: bytes, total: int,
-                          concurrency: int) -> tuple[float, float]:
+async def ceiling_aiohttp(
+    settings: Any, url: str, body: bytes, total: int, concurrency: int
+) -> tuple[float, float]:
     """The worker's own session set-up (``DeliveryWorker._session_for_delivery``)."""
     import aiohttp
 
@@ -575,12 +640,14 @@ async def ceiling_aiohttp(settings: Any, url: str, body: bytes, total: int,
         limit_per_host=settings.webhook_endpoint_concurrency,
     )
     timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
-    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                     trust_env=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+    ) as session:
 
         async def post(i: int) -> int:
-            async with session.post(url, data=body, headers=ceiling_request(i),
-                                    allow_redirects=False, timeout=timeout) as resp:
+            async with session.post(
+                url, data=body, headers=ceiling_request(i), allow_redirects=False, timeout=timeout
+            ) as resp:
                 await resp.read()
                 return resp.status
 
@@ -588,16 +655,21 @@ async def ceiling_aiohttp(settings: Any, url: str, body: bytes, total: int,
         return await _post_loop(total, concurrency, post)
 
 
-async def ceiling_httpx(settings: Any, url: str, body: bytes, total: int,
-                        concurrency: int) -> tuple[float, float]:
+async def ceiling_httpx(
+    settings: Any, url: str, body: bytes, total: int, concurrency: int
+) -> tuple[float, float]:
     import httpx
 
     from maintlink.webhooks import urls
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(verify=urls.make_ssl_context(settings.webhook_ca_bundle),
-                                 limits=limits, trust_env=False, follow_redirects=False,
-                                 timeout=settings.webhook_timeout_seconds) as client:
+    async with httpx.AsyncClient(
+        verify=urls.make_ssl_context(settings.webhook_ca_bundle),
+        limits=limits,
+        trust_env=False,
+        follow_redirects=False,
+        timeout=settings.webhook_timeout_seconds,
+    ) as client:
 
         async def post(i: int) -> int:
             resp = await client.post(url, content=body, headers=ceiling_request(i))
@@ -629,8 +701,9 @@ async def stop_workers(workers: list[Any], tasks: list[asyncio.Task[None]]) -> N
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def wait_recorded(workers: list[Any], expected: int, emitter: Emitter,
-                        deadline: float | None = None) -> float | None:
+async def wait_recorded(
+    workers: list[Any], expected: int, emitter: Emitter, deadline: float | None = None
+) -> float | None:
     """time.time() when the workers have recorded ``expected`` attempts in all; None if
     ``deadline`` (time.monotonic()) passed first."""
     seen, last_progress = 0, time.monotonic()
@@ -649,9 +722,15 @@ async def wait_recorded(workers: list[Any], expected: int, emitter: Emitter,
         await asyncio.sleep(0.002)
 
 
-async def saturation(ctx: StoreContext, children: Children, receiver: ReceiverControl,
-                     args: argparse.Namespace, n_workers: int, emit_mode: str,
-                     backlog: bool = False) -> dict[str, Any]:
+async def saturation(
+    ctx: StoreContext,
+    children: Children,
+    receiver: ReceiverControl,
+    args: argparse.Namespace,
+    n_workers: int,
+    emit_mode: str,
+    backlog: bool = False,
+) -> dict[str, Any]:
     """Deliveries per second while the events are being emitted, from the first commit to the
     last recorded delivery; with ``backlog``, of a backlog emitted before the workers start,
     from their start (the worker alone, whatever the emitter's speed)."""
@@ -660,8 +739,9 @@ async def saturation(ctx: StoreContext, children: Children, receiver: ReceiverCo
     await clear_outbox(ctx.rt)
     await receiver.reset()
     expected = args.events  # one endpoint: one delivery per event
-    emitter = Emitter(emit_mode, children, ctx,
-                      {"mode": "burst", "events": args.events, "batch": args.emit_batch})
+    emitter = Emitter(
+        emit_mode, children, ctx, {"mode": "burst", "events": args.events, "batch": args.emit_batch}
+    )
     await emitter.prepare()
     workers = [DeliveryWorker(ctx.rt, f"bench-{n_workers}-{i}") for i in range(n_workers)]
     tasks: list[asyncio.Task[None]] = []
@@ -691,11 +771,15 @@ async def saturation(ctx: StoreContext, children: Children, receiver: ReceiverCo
     check.update(received=stats["requests"], duplicates=stats["duplicates"])
     seconds = finished - started
     return {
-        "workers": n_workers, "deliveries": expected, "seconds": seconds,
+        "workers": n_workers,
+        "deliveries": expected,
+        "seconds": seconds,
         "rate": expected / seconds,
         "emit_seconds": emitted["last_commit"] - emitted["first_commit"],
-        "tail_seconds": finished - emitted["last_commit"], "check": check,
-        "ok": check_passed(check, expected), "cpu_ms": cpu / expected * 1000,
+        "tail_seconds": finished - emitted["last_commit"],
+        "check": check,
+        "ok": check_passed(check, expected),
+        "cpu_ms": cpu / expected * 1000,
         "sql_per_delivery": [n / expected for n in sql],
         "emitter_cpu_ms": emitted.get("cpu", 0.0) / expected * 1000,
     }
@@ -709,16 +793,22 @@ def percentile(values: list[float], p: float) -> float:
     return values[rank - 1]
 
 
-async def latency(ctx: StoreContext, children: Children, receiver: ReceiverControl,
-                  args: argparse.Namespace, emit_mode: str) -> dict[str, Any]:
+async def latency(
+    ctx: StoreContext,
+    children: Children,
+    receiver: ReceiverControl,
+    args: argparse.Namespace,
+    emit_mode: str,
+) -> dict[str, Any]:
     """Commit -> receipt latency at a steady rate. Deliveries that have not arrived
     ``args.latency_grace`` s after the last commit count as infinitely late."""
     from maintlink.webhooks.delivery import DeliveryWorker
 
     await clear_outbox(ctx.rt)
     await receiver.reset()
-    emitter = Emitter(emit_mode, children, ctx,
-                      {"mode": "steady", "rate": args.rate, "duration": args.duration})
+    emitter = Emitter(
+        emit_mode, children, ctx, {"mode": "steady", "rate": args.rate, "duration": args.duration}
+    )
     await emitter.prepare()
     worker = DeliveryWorker(ctx.rt, "bench-latency")
     task = await running(worker)
@@ -726,8 +816,9 @@ async def latency(ctx: StoreContext, children: Children, receiver: ReceiverContr
         cpu, sql = time.process_time(), ctx.sql.snapshot()
         emitter.go()
         emitted = await emitter.result()
-        done = await wait_recorded([worker], emitted["events"], emitter,
-                                   time.monotonic() + args.latency_grace)
+        done = await wait_recorded(
+            [worker], emitted["events"], emitter, time.monotonic() + args.latency_grace
+        )
         cpu = time.process_time() - cpu
         sql = sql_used(ctx, sql, [worker])
         recorded = worker.attempted
@@ -743,53 +834,86 @@ async def latency(ctx: StoreContext, children: Children, receiver: ReceiverContr
     check = await store_check(ctx.rt)
     check.update(received=stats["requests"], duplicates=stats["duplicates"])
     return {
-        "events": emitted["events"], "seconds": emitted["seconds"],
+        "events": emitted["events"],
+        "seconds": emitted["seconds"],
         "achieved_rate": emitted["events"] / emitted["seconds"],
-        "max_behind_ms": emitted["max_behind"] * 1000, "missing": missing,
-        "p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
-        "max": lat[-1] if lat else float("nan"), "min": lat[0] if lat else float("nan"),
-        "check": check, "ok": done is not None and check_passed(check, emitted["events"]),
+        "max_behind_ms": emitted["max_behind"] * 1000,
+        "missing": missing,
+        "p50": percentile(lat, 50),
+        "p90": percentile(lat, 90),
+        "p99": percentile(lat, 99),
+        "max": lat[-1] if lat else float("nan"),
+        "min": lat[0] if lat else float("nan"),
+        "check": check,
+        "ok": done is not None and check_passed(check, emitted["events"]),
         "cpu_ms": cpu / max(1, recorded) * 1000,
         "sql_per_delivery": [n / max(1, recorded) for n in sql],
     }
 
 
-async def run_store(store: str, children: Children, receiver: ReceiverControl,
-                    args: argparse.Namespace, workdir: Path, ca_file: str,
-                    body: bytes) -> dict[str, Any]:
+async def run_store(
+    store: str,
+    children: Children,
+    receiver: ReceiverControl,
+    args: argparse.Namespace,
+    workdir: Path,
+    ca_file: str,
+    body: bytes,
+) -> dict[str, Any]:
     from maintlink.crypto import generate_key
     from maintlink.domain.accounts import create_admin_key
     from maintlink.domain.endpoints import create_endpoint
     from maintlink.runtime import build_runtime
 
-    emit_mode = args.emitter if args.emitter != "auto" else (
-        "process" if store == "postgresql" else "inline")
+    emit_mode = (
+        args.emitter
+        if args.emitter != "auto"
+        else ("process" if store == "postgresql" else "inline")
+    )
     store_dir = workdir / store
     store_dir.mkdir()
     database_url = await fresh_store(store, store_dir)
     secret_key = generate_key()
-    settings = settings_for(database_url, store_dir, secret_key,
-                            webhook_ca_bundle=ca_file, webhook_allowed_networks="127.0.0.0/8",
-                            webhook_endpoint_concurrency=args.concurrency)
+    settings = settings_for(
+        database_url,
+        store_dir,
+        secret_key,
+        webhook_ca_bundle=ca_file,
+        webhook_allowed_networks="127.0.0.0/8",
+        webhook_endpoint_concurrency=args.concurrency,
+    )
     rt = build_runtime(settings)
-    out: dict[str, Any] = {"emitter": emit_mode, "load_before": os.getloadavg()[0],
-                           "wakeups": "NOTIFY" if store == "postgresql" else "in-process"}
+    out: dict[str, Any] = {
+        "emitter": emit_mode,
+        "load_before": os.getloadavg()[0],
+        "wakeups": "NOTIFY" if store == "postgresql" else "in-process",
+    }
     try:
         async with rt.engine.begin() as conn:
             account_id, _, _ = await create_admin_key(conn, "bench")
-            endpoint, _ = await create_endpoint(conn, rt, account_id=account_id,
-                                                url=receiver.url)
-        ctx = StoreContext(store, database_url, store_dir, secret_key, rt, account_id,
-                           endpoint.id, SqlCounter().attach(rt.engine))
+            endpoint, _ = await create_endpoint(conn, rt, account_id=account_id, url=receiver.url)
+        ctx = StoreContext(
+            store,
+            database_url,
+            store_dir,
+            secret_key,
+            rt,
+            account_id,
+            endpoint.id,
+            SqlCounter().attach(rt.engine),
+        )
         out["ceilings"] = []
         out["ceiling"] = out["ceiling_cpu_ms"] = 0.0
 
         async def ceiling() -> None:
-            log(f"[{store}] ceiling: {args.events:,} bare aiohttp POSTs, "
-                f"{args.concurrency} in flight ...")
+            log(
+                f"[{store}] ceiling: {args.events:,} bare aiohttp POSTs, "
+                f"{args.concurrency} in flight ..."
+            )
             await receiver.reset()
-            rate, cpu = await ceiling_aiohttp(settings, receiver.url, body, args.events,
-                                              args.concurrency)
+            rate, cpu = await ceiling_aiohttp(
+                settings, receiver.url, body, args.events, args.concurrency
+            )
             out["ceilings"].append(rate)
             if rate > out["ceiling"]:
                 out["ceiling"], out["ceiling_cpu_ms"] = rate, cpu * 1000
@@ -797,13 +921,17 @@ async def run_store(store: str, children: Children, receiver: ReceiverControl,
 
         async def run(n: int, backlog: bool) -> dict[str, Any]:
             what = "a backlog emitted first" if backlog else "emitted meanwhile"
-            log(f"[{store}] saturation: {args.events:,} events ({what}), {args.emit_batch} per "
-                f"transaction ({emit_mode} emitter), {n} worker(s) ...")
+            log(
+                f"[{store}] saturation: {args.events:,} events ({what}), {args.emit_batch} per "
+                f"transaction ({emit_mode} emitter), {n} worker(s) ..."
+            )
             result = await saturation(ctx, children, receiver, args, n, emit_mode, backlog)
             result["backlog"] = backlog
-            log(f"[{store}]   {result['rate']:,.0f} deliveries/s "
+            log(
+                f"[{store}]   {result['rate']:,.0f} deliveries/s "
                 f"(ratio {result['rate'] / out['ceiling']:.2f}), store check "
-                f"{'ok' if result['ok'] else 'FAILED: ' + json.dumps(result['check'])}")
+                f"{'ok' if result['ok'] else 'FAILED: ' + json.dumps(result['check'])}"
+            )
             return result
 
         await ceiling()
@@ -817,8 +945,9 @@ async def run_store(store: str, children: Children, receiver: ReceiverControl,
         out["saturation"].append(max(drains, key=lambda d: float(d["rate"])))
         log(f"[{store}] latency: {args.rate:g} events/s for {args.duration:g} s ...")
         out["latency"] = lat = await latency(ctx, children, receiver, args, emit_mode)
-        log(f"[{store}]   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
-            f"max {lat['max']:.1f} ms")
+        log(
+            f"[{store}]   p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms"
+        )
     finally:
         await rt.aclose()
         await drop_store(store)
@@ -839,12 +968,14 @@ def signing_throughput(seconds: float, repeat: int) -> dict[str, float]:
     secret = generate_secret()
     body = mod.make_body(1024)
     timestamp = int(time.time())
-    assert mod.ours(secret, body, timestamp)("msg_check") == mod.theirs(
-        secret, body, timestamp)("msg_check")
+    assert mod.ours(secret, body, timestamp)("msg_check") == mod.theirs(secret, body, timestamp)(
+        "msg_check"
+    )
     return {
         "maintlink": mod.ops_per_second(mod.ours(secret, body, timestamp), seconds, repeat),
-        "standardwebhooks": mod.ops_per_second(mod.theirs(secret, body, timestamp), seconds,
-                                               repeat),
+        "standardwebhooks": mod.ops_per_second(
+            mod.theirs(secret, body, timestamp), seconds, repeat
+        ),
     }
 
 
@@ -855,8 +986,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
-           clients: dict[str, float], args: argparse.Namespace, body_bytes: int) -> None:
+def report(
+    results: dict[str, dict[str, Any]],
+    signing: dict[str, float],
+    clients: dict[str, float],
+    args: argparse.Namespace,
+    body_bytes: int,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -865,29 +1001,42 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
 
     stores = list(results)
     names = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
-    table = Table(title=f"maintlink webhook delivery: 1 endpoint, {args.concurrency} requests "
-                        f"in flight, {body_bytes} B bodies, HTTPS on loopback")
+    table = Table(
+        title=f"maintlink webhook delivery: 1 endpoint, {args.concurrency} requests "
+        f"in flight, {body_bytes} B bodies, HTTPS on loopback"
+    )
     table.add_column("metric")
     for store in stores:
         table.add_column(names[store], justify="right")
     table.add_column("target (PostgreSQL)", justify="right")
     table.add_column("met", justify="center")
 
-    def row(name: str, get: Callable[[dict[str, Any]], str], target: str = "",
-            met: Callable[[dict[str, Any]], bool] | None = None) -> None:
+    def row(
+        name: str,
+        get: Callable[[dict[str, Any]], str],
+        target: str = "",
+        met: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
         cells = [get(results[s]) for s in stores]
         pg = results.get("postgresql")
         table.add_row(name, *cells, target, verdict(met(pg)) if met and pg else "")
 
     row("emitter (wake-ups)", lambda r: f"{r['emitter']} ({r['wakeups']})")
-    row("load average (1 min) before -> after", lambda r: (
-        f"{r['load_before']:.1f} -> {r['load_after']:.1f}"), f"< {os.cpu_count()} (idle box)",
-        lambda r: max(r["load_before"], r["load_after"]) < (os.cpu_count() or 1))
-    row("HTTP ceiling (bare aiohttp loop), best of two", lambda r: (
-        f"{r['ceiling']:,.0f} req/s ("
-        + " / ".join(f"{c:,.0f}" for c in r["ceilings"]) + ")"))
+    row(
+        "load average (1 min) before -> after",
+        lambda r: f"{r['load_before']:.1f} -> {r['load_after']:.1f}",
+        f"< {os.cpu_count()} (idle box)",
+        lambda r: max(r["load_before"], r["load_after"]) < (os.cpu_count() or 1),
+    )
+    row(
+        "HTTP ceiling (bare aiohttp loop), best of two",
+        lambda r: (
+            f"{r['ceiling']:,.0f} req/s (" + " / ".join(f"{c:,.0f}" for c in r["ceilings"]) + ")"
+        ),
+    )
     row("  CPU of this process per request", lambda r: f"{r['ceiling_cpu_ms']:.2f} ms")
     for i, first in enumerate(results[stores[0]]["saturation"]):
+
         def sat(r: dict[str, Any], i: int = i) -> dict[str, Any]:
             return r["saturation"][i]  # type: ignore[no-any-return]
 
@@ -898,66 +1047,121 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
         main = n == 1 and backlog
         table.add_section()
         if backlog:
-            row(f"backlog drain, {label}: {args.events:,} events, best of two", lambda r, s=sat: (
-                f"{s(r)['rate']:,.0f} deliveries/s ("
-                + " / ".join(f"{d:,.0f}" for d in r["drains"]) + ")"))
+            row(
+                f"backlog drain, {label}: {args.events:,} events, best of two",
+                lambda r, s=sat: (
+                    f"{s(r)['rate']:,.0f} deliveries/s ("
+                    + " / ".join(f"{d:,.0f}" for d in r["drains"])
+                    + ")"
+                ),
+            )
             row("  worker start -> last recorded", lambda r, s=sat: f"{s(r)['seconds']:.2f} s")
         else:
-            row(f"saturation, {label}: {args.events:,} events", lambda r, s=sat: (
-                f"{s(r)['rate']:,.0f} deliveries/s"))
+            row(
+                f"saturation, {label}: {args.events:,} events",
+                lambda r, s=sat: f"{s(r)['rate']:,.0f} deliveries/s",
+            )
             row("  first commit -> last recorded", lambda r, s=sat: f"{s(r)['seconds']:.2f} s")
-            row("  emitting took / queue drained after", lambda r, s=sat: (
-                f"{s(r)['emit_seconds']:.2f} s / {s(r)['tail_seconds']:.2f} s"))
-            row("  the emitter's rate (the bound here)", lambda r, s=sat: (
-                f"{s(r)['deliveries'] / max(s(r)['emit_seconds'], 1e-9):,.0f} events/s"))
-        row("  SQL per delivery: statements / txns / checkouts", lambda r, s=sat: (
-            "{:.2f} / {:.2f} / {:.2f}".format(*s(r)["sql_per_delivery"])
-            + (" (+emitter)" if r["emitter"] == "inline" and not s(r)["backlog"] else "")))
-        row("  CPU per delivery: this process / emitter", lambda r, s=sat: (
-            f"{s(r)['cpu_ms']:.2f} / " + (f"{s(r)['emitter_cpu_ms']:.2f} ms"
-                                          if r["emitter"] == "process" else "(inline)")))
-        row(f"  ratio to the ceiling ({label}{', backlog' if backlog else ''})",
+            row(
+                "  emitting took / queue drained after",
+                lambda r, s=sat: f"{s(r)['emit_seconds']:.2f} s / {s(r)['tail_seconds']:.2f} s",
+            )
+            row(
+                "  the emitter's rate (the bound here)",
+                lambda r, s=sat: (
+                    f"{s(r)['deliveries'] / max(s(r)['emit_seconds'], 1e-9):,.0f} events/s"
+                ),
+            )
+        row(
+            "  SQL per delivery: statements / txns / checkouts",
+            lambda r, s=sat: (
+                "{:.2f} / {:.2f} / {:.2f}".format(*s(r)["sql_per_delivery"])
+                + (" (+emitter)" if r["emitter"] == "inline" and not s(r)["backlog"] else "")
+            ),
+        )
+        row(
+            "  CPU per delivery: this process / emitter",
+            lambda r, s=sat: (
+                f"{s(r)['cpu_ms']:.2f} / "
+                + (f"{s(r)['emitter_cpu_ms']:.2f} ms" if r["emitter"] == "process" else "(inline)")
+            ),
+        )
+        row(
+            f"  ratio to the ceiling ({label}{', backlog' if backlog else ''})",
             lambda r, s=sat: f"{s(r)['rate'] / r['ceiling']:.2f}",
             f">= {TARGET_RATIO}" if main else "",
-            (lambda r, s=sat: s(r)["rate"] / r["ceiling"] >= TARGET_RATIO) if main else None)
-        row("  store: succeeded / attempts / received", lambda r, s=sat: (
-            f"{s(r)['check']['statuses'].get('succeeded', 0):,} / "
-            f"{s(r)['check']['attempts']:,} / {s(r)['check']['received']:,}"),
-            "all, once each", lambda r, s=sat: bool(s(r)["ok"]))
+            (lambda r, s=sat: s(r)["rate"] / r["ceiling"] >= TARGET_RATIO) if main else None,
+        )
+        row(
+            "  store: succeeded / attempts / received",
+            lambda r, s=sat: (
+                f"{s(r)['check']['statuses'].get('succeeded', 0):,} / "
+                f"{s(r)['check']['attempts']:,} / {s(r)['check']['received']:,}"
+            ),
+            "all, once each",
+            lambda r, s=sat: bool(s(r)["ok"]),
+        )
     table.add_section()
-    row(f"latency: {args.rate:g} events/s for {args.duration:g} s",
-        lambda r: f"{r['latency']['events']:,} events ({r['latency']['achieved_rate']:.0f}/s)")
+    row(
+        f"latency: {args.rate:g} events/s for {args.duration:g} s",
+        lambda r: f"{r['latency']['events']:,} events ({r['latency']['achieved_rate']:.0f}/s)",
+    )
+
     def ms(value: float) -> str:
         return f"> {args.latency_grace:g} s late" if value == float("inf") else f"{value:,.1f} ms"
 
-    row("  commit -> receipt p50", lambda r: ms(r["latency"]["p50"]),
-        f"<= {TARGET_P50_MS:g} ms", lambda r: r["latency"]["p50"] <= TARGET_P50_MS)
+    row(
+        "  commit -> receipt p50",
+        lambda r: ms(r["latency"]["p50"]),
+        f"<= {TARGET_P50_MS:g} ms",
+        lambda r: r["latency"]["p50"] <= TARGET_P50_MS,
+    )
     row("  p90", lambda r: ms(r["latency"]["p90"]))
-    row("  p99", lambda r: ms(r["latency"]["p99"]),
-        f"<= {TARGET_P99_MS:g} ms", lambda r: r["latency"]["p99"] <= TARGET_P99_MS)
+    row(
+        "  p99",
+        lambda r: ms(r["latency"]["p99"]),
+        f"<= {TARGET_P99_MS:g} ms",
+        lambda r: r["latency"]["p99"] <= TARGET_P99_MS,
+    )
     row("  min / max", lambda r: f"{ms(r['latency']['min'])} / {ms(r['latency']['max'])}")
-    row("  SQL per delivery: statements / txns / checkouts", lambda r: (
-        "{:.2f} / {:.2f} / {:.2f}".format(*r["latency"]["sql_per_delivery"])
-        + (" (+emitter)" if r["emitter"] == "inline" else "")))
+    row(
+        "  SQL per delivery: statements / txns / checkouts",
+        lambda r: (
+            "{:.2f} / {:.2f} / {:.2f}".format(*r["latency"]["sql_per_delivery"])
+            + (" (+emitter)" if r["emitter"] == "inline" else "")
+        ),
+    )
     row("  CPU per delivery: this process", lambda r: f"{r['latency']['cpu_ms']:.2f} ms")
-    row("  received; not delivered in time", lambda r: (
-        f"{r['latency']['check']['received']:,}; {r['latency']['missing']:,}"),
-        "all, once each", lambda r: bool(r["latency"]["ok"]) and r["latency"]["missing"] == 0)
+    row(
+        "  received; not delivered in time",
+        lambda r: f"{r['latency']['check']['received']:,}; {r['latency']['missing']:,}",
+        "all, once each",
+        lambda r: bool(r["latency"]["ok"]) and r["latency"]["missing"] == 0,
+    )
 
     other = Table(title="signing and HTTP client (store-independent)")
     other.add_column("metric")
     other.add_column("maintlink / aiohttp", justify="right")
     other.add_column("standardwebhooks / httpx", justify="right")
     other.add_column("ratio", justify="right")
-    other.add_row("sign + verify, 1 KiB body, one secret",
-                  f"{signing['maintlink']:,.0f} ops/s", f"{signing['standardwebhooks']:,.0f} ops/s",
-                  f"{signing['maintlink'] / signing['standardwebhooks']:.2f}x")
-    other.add_row(f"ceiling POST loop, {args.concurrency} in flight, {args.events:,} requests",
-                  f"{clients['aiohttp']:,.0f} req/s", f"{clients['httpx']:,.0f} req/s",
-                  f"{clients['aiohttp'] / clients['httpx']:.2f}x")
-    other.add_row("  CPU of this process per request",
-                  f"{clients['aiohttp_cpu_ms']:.2f} ms", f"{clients['httpx_cpu_ms']:.2f} ms",
-                  f"{clients['httpx_cpu_ms'] / clients['aiohttp_cpu_ms']:.2f}x less")
+    other.add_row(
+        "sign + verify, 1 KiB body, one secret",
+        f"{signing['maintlink']:,.0f} ops/s",
+        f"{signing['standardwebhooks']:,.0f} ops/s",
+        f"{signing['maintlink'] / signing['standardwebhooks']:.2f}x",
+    )
+    other.add_row(
+        f"ceiling POST loop, {args.concurrency} in flight, {args.events:,} requests",
+        f"{clients['aiohttp']:,.0f} req/s",
+        f"{clients['httpx']:,.0f} req/s",
+        f"{clients['aiohttp'] / clients['httpx']:.2f}x",
+    )
+    other.add_row(
+        "  CPU of this process per request",
+        f"{clients['aiohttp_cpu_ms']:.2f} ms",
+        f"{clients['httpx_cpu_ms']:.2f} ms",
+        f"{clients['httpx_cpu_ms'] / clients['aiohttp_cpu_ms']:.2f}x less",
+    )
 
     console = Console()
     console.width = max(console.width, 132)  # piped output: rich assumes 80 columns
@@ -978,7 +1182,8 @@ def report(results: dict[str, dict[str, Any]], signing: dict[str, float],
         "time.time() after the emitting commit -> time.time() when the receiver's handler "
         "starts. The receiver is a separate process (aiohttp on uvloop); the workers run in "
         "this process on the default asyncio loop, as `maintlink worker` does. "
-        f"{os.cpu_count()} CPUs; a load average above that means other processes competed.")
+        f"{os.cpu_count()} CPUs; a load average above that means other processes competed."
+    )
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -989,9 +1194,15 @@ def make_body() -> bytes:
     from maintlink.domain.events import render
     from maintlink.store.types import utcnow
 
-    row = {"id": "evt_01JD7Q6C7D8E9F0G1H2J3K4L5M", "type": EVENT_TYPE,
-           "created_at": utcnow(), "connection_id": None, "customer_id": "cus_bench",
-           "sequence": None, "data": json.loads(json.dumps(_event_data(0)))}
+    row = {
+        "id": "evt_01JD7Q6C7D8E9F0G1H2J3K4L5M",
+        "type": EVENT_TYPE,
+        "created_at": utcnow(),
+        "connection_id": None,
+        "customer_id": "cus_bench",
+        "sequence": None,
+        "data": json.loads(json.dumps(_event_data(0))),
+    }
     return render(row, "v1").encode()
 
 
@@ -1019,16 +1230,17 @@ async def run_all(args: argparse.Namespace, children: Children, workdir: Path) -
 
     from maintlink.config import Settings
 
-    client_settings = Settings(webhook_ca_bundle=ca_file,
-                               webhook_allowed_networks="127.0.0.0/8",
-                               webhook_endpoint_concurrency=args.concurrency)
+    client_settings = Settings(
+        webhook_ca_bundle=ca_file,
+        webhook_allowed_networks="127.0.0.0/8",
+        webhook_endpoint_concurrency=args.concurrency,
+    )
     log(f"HTTP clients: aiohttp vs httpx, {args.concurrency} in flight ...")
     clients: dict[str, float] = {"aiohttp": 0.0, "httpx": 0.0}
     for _ in range(2):  # alternate, best of two each
         for name, fn in (("aiohttp", ceiling_aiohttp), ("httpx", ceiling_httpx)):
             await receiver.reset()
-            rate, cpu = await fn(client_settings, receiver.url, body, args.events,
-                                 args.concurrency)
+            rate, cpu = await fn(client_settings, receiver.url, body, args.events, args.concurrency)
             if rate > clients[name]:
                 clients[name], clients[f"{name}_cpu_ms"] = rate, cpu * 1000
     log(f"  aiohttp {clients['aiohttp']:,.0f} req/s, httpx {clients['httpx']:,.0f} req/s")
@@ -1043,25 +1255,47 @@ async def run_all(args: argparse.Namespace, children: Children, workdir: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=("postgresql", "sqlite", "both"), default="both")
-    parser.add_argument("--events", type=int, default=3000,
-                        help="events for the saturation run (and ceiling requests)")
-    parser.add_argument("--emit-batch", type=int, default=10,
-                        help="events per emitting transaction in the saturation run")
-    parser.add_argument("--rate", type=float, default=200.0,
-                        help="events per second in the latency run")
-    parser.add_argument("--duration", type=float, default=15.0,
-                        help="seconds of the latency run")
-    parser.add_argument("--latency-grace", type=float, default=20.0,
-                        help="seconds after the last commit of the latency run to wait for "
-                             "deliveries; later ones count as infinitely late")
-    parser.add_argument("--workers", default="1",
-                        help="comma-separated worker counts for saturation runs, e.g. 1,2")
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="webhook_endpoint_concurrency, and the ceiling's requests in flight")
-    parser.add_argument("--emitter", choices=("auto", "process", "inline"), default="auto",
-                        help="auto: a separate process on PostgreSQL, inline on SQLite")
-    parser.add_argument("--sign-seconds", type=float, default=0.5,
-                        help="length of one signing run (best of 3)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=3000,
+        help="events for the saturation run (and ceiling requests)",
+    )
+    parser.add_argument(
+        "--emit-batch",
+        type=int,
+        default=10,
+        help="events per emitting transaction in the saturation run",
+    )
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="events per second in the latency run"
+    )
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of the latency run")
+    parser.add_argument(
+        "--latency-grace",
+        type=float,
+        default=20.0,
+        help="seconds after the last commit of the latency run to wait for "
+        "deliveries; later ones count as infinitely late",
+    )
+    parser.add_argument(
+        "--workers", default="1", help="comma-separated worker counts for saturation runs, e.g. 1,2"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="webhook_endpoint_concurrency, and the ceiling's requests in flight",
+    )
+    parser.add_argument(
+        "--emitter",
+        choices=("auto", "process", "inline"),
+        default="auto",
+        help="auto: a separate process on PostgreSQL, inline on SQLite",
+    )
+    parser.add_argument(
+        "--sign-seconds", type=float, default=0.5, help="length of one signing run (best of 3)"
+    )
     parser.add_argument("--_receiver", help=argparse.SUPPRESS)
     parser.add_argument("--_emitter", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -99,8 +99,18 @@ FORBIDDEN_ADDRESS = "FORBIDDEN_ADDRESS"
 INVALID_URL = "INVALID_URL"
 # Our side could not build the request (an undecryptable secret, say).
 INTERNAL_ERROR = "INTERNAL_ERROR"
-FAILURE_KINDS = frozenset({HTTP_STATUS, REDIRECT, TIMEOUT, TLS_ERROR, CONNECTION_ERROR,
-                           FORBIDDEN_ADDRESS, INVALID_URL, INTERNAL_ERROR})
+FAILURE_KINDS = frozenset(
+    {
+        HTTP_STATUS,
+        REDIRECT,
+        TIMEOUT,
+        TLS_ERROR,
+        CONNECTION_ERROR,
+        FORBIDDEN_ADDRESS,
+        INVALID_URL,
+        INTERNAL_ERROR,
+    }
+)
 
 # After a wake-up, look again this much later: SQLite's wake-up precedes the commit.
 # (PostgreSQL delivers NOTIFY after the commit: no second look needed.)
@@ -117,6 +127,7 @@ PREFETCH = 4
 # Batches of successes being written at once (PostgreSQL): more batches form and commit
 # while the first waits for its WAL flush.
 RECORD_WRITERS = 3
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -146,16 +157,23 @@ class _Endpoint:
 
     @classmethod
     def of(cls, row: Row[Any]) -> _Endpoint:
-        return cls(id=row.id, url=row.url, headers=row.headers, api_version=row.api_version,
-                   rate_limit_per_second=row.rate_limit_per_second,
-                   secret_encrypted=row.secret_encrypted,
-                   previous_secret_encrypted=row.previous_secret_encrypted,
-                   previous_secret_expires_at=row.previous_secret_expires_at)
+        return cls(
+            id=row.id,
+            url=row.url,
+            headers=row.headers,
+            api_version=row.api_version,
+            rate_limit_per_second=row.rate_limit_per_second,
+            secret_encrypted=row.secret_encrypted,
+            previous_secret_encrypted=row.previous_secret_encrypted,
+            previous_secret_expires_at=row.previous_secret_expires_at,
+        )
 
     def secrets(self) -> dict[str, Any]:
-        return {"secret_encrypted": self.secret_encrypted,
-                "previous_secret_encrypted": self.previous_secret_encrypted,
-                "previous_secret_expires_at": self.previous_secret_expires_at}
+        return {
+            "secret_encrypted": self.secret_encrypted,
+            "previous_secret_encrypted": self.previous_secret_encrypted,
+            "previous_secret_expires_at": self.previous_secret_expires_at,
+        }
 
 
 @dataclass(slots=True)
@@ -312,8 +330,11 @@ class DeliveryWorker:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         # In-flight requests are given this long to finish when stopping, then abandoned.
-        self.shutdown_grace = (shutdown_grace if shutdown_grace is not None
-                               else self.settings.webhook_timeout_seconds + 1)
+        self.shutdown_grace = (
+            shutdown_grace
+            if shutdown_grace is not None
+            else self.settings.webhook_timeout_seconds + 1
+        )
         self.rng = rng or random.Random()  # jitter, not security
         self.listen = listen
         self._allowed = urls.parse_allowed_networks(self.settings.webhook_allowed_networks)
@@ -392,8 +413,11 @@ class DeliveryWorker:
         if sqlite:
             self._kick = wakeup.register()
             self.ready.set()
-        listener = (asyncio.create_task(self._listen(), name=f"listen:{self.worker_id}")
-                    if self.listen and not sqlite else None)
+        listener = (
+            asyncio.create_task(self._listen(), name=f"listen:{self.worker_id}")
+            if self.listen and not sqlite
+            else None
+        )
         log.info("delivery worker %s started", self.worker_id)
         try:
             await self._loop()
@@ -441,11 +465,16 @@ class DeliveryWorker:
         with contextlib.suppress(Exception):
             now = self.rt.clock()
             async with self.rt.engine.begin() as conn:
-                await conn.execute(update(deliveries).where(
-                    deliveries.c.lease_owner == self.worker_id,
-                    deliveries.c.status == "delivering",
-                ).values(status="pending", lease_owner=None, lease_expires_at=None,
-                         updated_at=now))
+                await conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.lease_owner == self.worker_id,
+                        deliveries.c.status == "delivering",
+                    )
+                    .values(
+                        status="pending", lease_owner=None, lease_expires_at=None, updated_at=now
+                    )
+                )
 
     async def run_once(self) -> int:
         """Claim one batch, deliver it, and return how many deliveries were claimed."""
@@ -513,8 +542,10 @@ class DeliveryWorker:
             name = f"maintlink-delivery {self.worker_id}"[:63]
             # A claim lost in a server crash only means the row is pending again, so claims
             # do not wait for the WAL flush; recorded attempts do.
-            self._pg = (PgLink(dsn, {"synchronous_commit": "off", "application_name": name}),
-                        [PgLink(dsn, {"application_name": name}) for _ in range(RECORD_WRITERS)])
+            self._pg = (
+                PgLink(dsn, {"synchronous_commit": "off", "application_name": name}),
+                [PgLink(dsn, {"application_name": name}) for _ in range(RECORD_WRITERS)],
+            )
         return self._pg
 
     def _limit_for(self, endpoint: _Endpoint) -> int:
@@ -563,39 +594,73 @@ class DeliveryWorker:
             return await self._claim_pg(now, lease_until, limit, full, partial)
         return await self._claim_engine(now, lease_until, limit, full, partial)
 
-    async def _claim_pg(self, now: datetime, lease_until: datetime, limit: int,
-                        full: list[str], partial: dict[str, int]) -> list[_Claimed]:
+    async def _claim_pg(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        full: list[str],
+        partial: dict[str, int],
+    ) -> list[_Claimed]:
         rows = await self._links()[0].fetch(
-            CLAIM_SQL, now, lease_until, self.worker_id, full, list(partial),
-            list(partial.values()), self._hold_max, 2 * limit + self._hold_max, limit)
+            CLAIM_SQL,
+            now,
+            lease_until,
+            self.worker_id,
+            full,
+            list(partial),
+            list(partial.values()),
+            self._hold_max,
+            2 * limit + self._hold_max,
+            limit,
+        )
         endpoints: dict[str, _Endpoint] = {}
         out = []
         for r in rows:
             ep = endpoints.get(r["endpoint_id"])
             if ep is None:
                 ep = endpoints[r["endpoint_id"]] = _Endpoint(
-                    id=r["endpoint_id"], url=r["url"], headers=orjson.loads(r["headers"]),
+                    id=r["endpoint_id"],
+                    url=r["url"],
+                    headers=orjson.loads(r["headers"]),
                     api_version=r["api_version"],
                     rate_limit_per_second=r["rate_limit_per_second"],
                     secret_encrypted=r["secret_encrypted"],
                     previous_secret_encrypted=r["previous_secret_encrypted"],
-                    previous_secret_expires_at=r["previous_secret_expires_at"])
-            out.append(_Claimed(id=r["id"], event_id=r["event_id"], endpoint_id=r["endpoint_id"],
-                                account_id=r["account_id"], body=r["body"],
-                                attempt_count=r["attempt_count"], trigger=r["trigger"],
-                                lease_expires_at=lease_until, endpoint=ep))
+                    previous_secret_expires_at=r["previous_secret_expires_at"],
+                )
+            out.append(
+                _Claimed(
+                    id=r["id"],
+                    event_id=r["event_id"],
+                    endpoint_id=r["endpoint_id"],
+                    account_id=r["account_id"],
+                    body=r["body"],
+                    attempt_count=r["attempt_count"],
+                    trigger=r["trigger"],
+                    lease_expires_at=lease_until,
+                    endpoint=ep,
+                )
+            )
         return out
 
-    def _claim_statement(self, now: datetime, limit: int, lease_until: datetime,
-                         full: list[str], partial: dict[str, int]) -> Any:
+    def _claim_statement(
+        self,
+        now: datetime,
+        limit: int,
+        lease_until: datetime,
+        full: list[str],
+        partial: dict[str, int],
+    ) -> Any:
         d, e = deliveries, webhook_endpoints
-        held: Any = (case(partial, value=d.c.endpoint_id, else_=0) if partial else literal(0))
+        held: Any = case(partial, value=d.c.endpoint_id, else_=0) if partial else literal(0)
         rate = e.c.rate_limit_per_second
         hold_max = literal(self._hold_max)
         # Per endpoint: what this worker may still hold of it, and no more than a second of
         # its rate.
-        room = case((and_(rate.is_not(None), rate > 0, rate < hold_max), rate),
-                    else_=hold_max) - held
+        room = (
+            case((and_(rate.is_not(None), rate > 0, rate < hold_max), rate), else_=hold_max) - held
+        )
         candidates = (
             select(d.c.id, d.c.endpoint_id, d.c.next_attempt_at, room.label("room"))
             .select_from(d.join(e, e.c.id == d.c.endpoint_id))
@@ -607,27 +672,51 @@ class DeliveryWorker:
             candidates = candidates.where(d.c.endpoint_id.not_in(full))
         cand = candidates.subquery("cand")
         ranked = select(
-            cand.c.id, cand.c.room,
-            func.row_number().over(partition_by=cand.c.endpoint_id,
-                                   order_by=(cand.c.next_attempt_at, cand.c.id)).label("rn"),
+            cand.c.id,
+            cand.c.room,
+            func.row_number()
+            .over(partition_by=cand.c.endpoint_id, order_by=(cand.c.next_attempt_at, cand.c.id))
+            .label("rn"),
         ).subquery("ranked")
         chosen = select(ranked.c.id).where(ranked.c.rn <= ranked.c.room)
         # The due test is repeated on the locked rows themselves: PostgreSQL re-checks it
         # against the newest version, so a row another worker just claimed is skipped.
         mine = d.alias("mine")  # an alias, so the subquery is not correlated to the UPDATE
-        locked = (select(mine.c.id).where(mine.c.id.in_(chosen), self._due(now, mine))
-                  .order_by(mine.c.next_attempt_at).limit(limit)
-                  .with_for_update(skip_locked=True))
+        locked = (
+            select(mine.c.id)
+            .where(mine.c.id.in_(chosen), self._due(now, mine))
+            .order_by(mine.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
         return (
-            update(d).where(d.c.id.in_(locked), self._due(now))
-            .values(status="delivering", lease_owner=self.worker_id,
-                    lease_expires_at=lease_until, updated_at=now)
-            .returning(d.c.id, d.c.event_id, d.c.endpoint_id, d.c.account_id, d.c.body,
-                       d.c.attempt_count, d.c.trigger)
+            update(d)
+            .where(d.c.id.in_(locked), self._due(now))
+            .values(
+                status="delivering",
+                lease_owner=self.worker_id,
+                lease_expires_at=lease_until,
+                updated_at=now,
+            )
+            .returning(
+                d.c.id,
+                d.c.event_id,
+                d.c.endpoint_id,
+                d.c.account_id,
+                d.c.body,
+                d.c.attempt_count,
+                d.c.trigger,
+            )
         )
 
-    async def _claim_engine(self, now: datetime, lease_until: datetime, limit: int,
-                            full: list[str], partial: dict[str, int]) -> list[_Claimed]:
+    async def _claim_engine(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        full: list[str],
+        partial: dict[str, int],
+    ) -> list[_Claimed]:
         e = webhook_endpoints
         stmt = self._claim_statement(now, limit, lease_until, full, partial)
         async with self.rt.engine.begin() as conn:
@@ -635,14 +724,24 @@ class DeliveryWorker:
             if not rows:
                 return []
             endpoint_ids = {r.endpoint_id for r in rows}
-            endpoints = {ep.id: _Endpoint.of(ep) for ep in await conn.execute(
-                select(e).where(e.c.id.in_(endpoint_ids)))}
+            endpoints = {
+                ep.id: _Endpoint.of(ep)
+                for ep in await conn.execute(select(e).where(e.c.id.in_(endpoint_ids)))
+            }
         return [
-            _Claimed(id=r.id, event_id=r.event_id, endpoint_id=r.endpoint_id,
-                     account_id=r.account_id, body=r.body, attempt_count=r.attempt_count,
-                     trigger=r.trigger, lease_expires_at=lease_until,
-                     endpoint=endpoints[r.endpoint_id])
-            for r in rows if r.endpoint_id in endpoints
+            _Claimed(
+                id=r.id,
+                event_id=r.event_id,
+                endpoint_id=r.endpoint_id,
+                account_id=r.account_id,
+                body=r.body,
+                attempt_count=r.attempt_count,
+                trigger=r.trigger,
+                lease_expires_at=lease_until,
+                endpoint=endpoints[r.endpoint_id],
+            )
+            for r in rows
+            if r.endpoint_id in endpoints
         ]
 
     # -- delivering --
@@ -651,7 +750,8 @@ class DeliveryWorker:
         slot = self._slots.get(endpoint_id)
         if slot is None:
             slot = self._slots[endpoint_id] = asyncio.Semaphore(
-                self.settings.webhook_endpoint_concurrency)
+                self.settings.webhook_endpoint_concurrency
+            )
         return slot
 
     async def _deliver(self, job: _Claimed) -> None:
@@ -715,13 +815,22 @@ class DeliveryWorker:
         timeout = self.settings.webhook_timeout_seconds
         if job.lease_expires_at >= now + timedelta(seconds=timeout + LEASE_MARGIN_SECONDS):
             return True
-        until = now + timedelta(seconds=max(self.settings.webhook_lease_seconds,
-                                            timeout + LEASE_MARGIN_SECONDS))
+        until = now + timedelta(
+            seconds=max(self.settings.webhook_lease_seconds, timeout + LEASE_MARGIN_SECONDS)
+        )
         async with self.rt.engine.begin() as conn:
-            row = (await conn.execute(update(deliveries).where(
-                deliveries.c.id == job.id, deliveries.c.lease_owner == self.worker_id,
-                deliveries.c.status == "delivering",
-            ).values(lease_expires_at=until).returning(deliveries.c.id))).first()
+            row = (
+                await conn.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id == job.id,
+                        deliveries.c.lease_owner == self.worker_id,
+                        deliveries.c.status == "delivering",
+                    )
+                    .values(lease_expires_at=until)
+                    .returning(deliveries.c.id)
+                )
+            ).first()
         job.lease_expires_at = until
         return row is not None
 
@@ -735,21 +844,25 @@ class DeliveryWorker:
             )
             # No cookies carried between receivers, no proxies from the environment.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            )
         return self._session
 
     def _headers(self, job: _Claimed, timestamp: int, body: bytes, now: datetime) -> dict[str, str]:
         ep = job.endpoint
         headers = {str(k): str(v) for k, v in (ep.headers or {}).items()}
-        headers.update({
-            "webhook-id": job.event_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signing.signature_header(
-                self._signing_secrets(ep, now), job.event_id, timestamp, body),
-            "Maintlink-Version": ep.api_version,
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-        })
+        headers.update(
+            {
+                "webhook-id": job.event_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signing.signature_header(
+                    self._signing_secrets(ep, now), job.event_id, timestamp, body
+                ),
+                "Maintlink-Version": ep.api_version,
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
         return headers
 
     def _signing_secrets(self, ep: _Endpoint, now: datetime) -> list[bytes]:
@@ -799,8 +912,12 @@ class DeliveryWorker:
             headers = self._headers(job, int(now.timestamp()), body, now)
         except Exception as exc:  # an undecryptable or malformed secret: our fault, logged
             log.exception("delivery %s: cannot sign", job.id)
-            return Outcome(False, failure_kind=INTERNAL_ERROR, duration_ms=took(),
-                           error=f"cannot sign the request: {type(exc).__name__}")
+            return Outcome(
+                False,
+                failure_kind=INTERNAL_ERROR,
+                duration_ms=took(),
+                error=f"cannot sign the request: {type(exc).__name__}",
+            )
         try:
             timeout = self.settings.webhook_timeout_seconds
             # aiohttp's total timeout covers connect, TLS and the answer; the outer one is a
@@ -811,16 +928,26 @@ class DeliveryWorker:
             kind, message = classify(exc)
             if kind == INTERNAL_ERROR:
                 log.exception("delivery %s: unexpected error", job.id)
-            return Outcome(False, failure_kind=kind, error=message[:MAX_ERROR_CHARS],
-                           duration_ms=took())
+            return Outcome(
+                False, failure_kind=kind, error=message[:MAX_ERROR_CHARS], duration_ms=took()
+            )
 
     async def _post(
-        self, url: str, headers: Mapping[str, str], body: bytes, total_seconds: float,
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        total_seconds: float,
         took: Callable[[], int],
     ) -> Outcome:
         session = self._session_for_delivery()
-        async with session.post(url, data=body, headers=headers, allow_redirects=False,
-                                timeout=aiohttp.ClientTimeout(total=total_seconds)) as resp:
+        async with session.post(
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=total_seconds),
+        ) as resp:
             status = resp.status
             error: str | None = None
             try:
@@ -835,8 +962,15 @@ class DeliveryWorker:
             return Outcome(True, status, response_body=text, error=error, duration_ms=took())
         if 300 <= status < 400:
             where = f" to {location}" if location else ""
-            return Outcome(False, status, REDIRECT, f"HTTP {status}: redirect{where} not followed",
-                           text, retry_after, took())
+            return Outcome(
+                False,
+                status,
+                REDIRECT,
+                f"HTTP {status}: redirect{where} not followed",
+                text,
+                retry_after,
+                took(),
+            )
         return Outcome(False, status, HTTP_STATUS, f"HTTP {status}", text, retry_after, took())
 
     # -- recording successes, in batches --
@@ -882,8 +1016,7 @@ class DeliveryWorker:
                 # Rolled back (a deadlock, a busy store, a lost connection): it can be retried.
                 if attempt == 2:
                     raise
-                log.warning("recording %d deliveries failed, retrying", len(batch),
-                            exc_info=True)
+                log.warning("recording %d deliveries failed, retrying", len(batch), exc_info=True)
                 await asyncio.sleep(0.05 * 4**attempt)
         raise AssertionError("unreachable")
 
@@ -891,11 +1024,18 @@ class DeliveryWorker:
         records = self._links()[1]
         link = next((link for link in records if not link.busy), records[0])
         rows = await link.fetch(
-            RECORD_SUCCESSES_SQL, self.worker_id, self.rt.clock(),
-            [s.job.id for s in batch], [s.job.attempt_count + 1 for s in batch],
-            [s.outcome.status_code for s in batch], [new_id("att") for _ in batch],
-            [s.started_at for s in batch], [s.outcome.duration_ms for s in batch],
-            [s.outcome.error for s in batch], [s.outcome.response_body for s in batch])
+            RECORD_SUCCESSES_SQL,
+            self.worker_id,
+            self.rt.clock(),
+            [s.job.id for s in batch],
+            [s.job.attempt_count + 1 for s in batch],
+            [s.outcome.status_code for s in batch],
+            [new_id("att") for _ in batch],
+            [s.started_at for s in batch],
+            [s.outcome.duration_ms for s in batch],
+            [s.outcome.error for s in batch],
+            [s.outcome.response_body for s in batch],
+        )
         return {r["id"] for r in rows}
 
     async def _write_successes_engine(self, batch: list[_Success]) -> set[str]:
@@ -903,26 +1043,57 @@ class DeliveryWorker:
         now = self.rt.clock()
         async with self.rt.engine.begin() as conn:
             # A write first: it takes SQLite's write lock, and proves which leases are ours.
-            ours = set((await conn.execute(update(d).where(
-                d.c.id.in_([s.job.id for s in batch]), d.c.lease_owner == self.worker_id,
-                d.c.status == "delivering",
-            ).values(updated_at=now).returning(d.c.id))).scalars())
+            ours = set(
+                (
+                    await conn.execute(
+                        update(d)
+                        .where(
+                            d.c.id.in_([s.job.id for s in batch]),
+                            d.c.lease_owner == self.worker_id,
+                            d.c.status == "delivering",
+                        )
+                        .values(updated_at=now)
+                        .returning(d.c.id)
+                    )
+                ).scalars()
+            )
             mine = [s for s in batch if s.job.id in ours]
             if not mine:
                 return ours
             await conn.execute(
-                update(d).where(d.c.id == bindparam("b_id")).values(
-                    status="succeeded", attempt_count=bindparam("b_count"),
-                    next_attempt_at=None, lease_owner=None, lease_expires_at=None,
-                    updated_at=now, last_status_code=bindparam("b_code"),
-                    last_failure_kind=None, succeeded_at=now),
-                [{"b_id": s.job.id, "b_count": s.job.attempt_count + 1,
-                  "b_code": s.outcome.status_code} for s in mine])
-            await conn.execute(update(e).where(
-                e.c.id.in_({s.job.endpoint_id for s in mine}), e.c.failing_since.is_not(None),
-            ).values(failing_since=None, updated_at=now))
-            await conn.execute(attempts.insert(), [_attempt_row(s.job, s.started_at, s.outcome)
-                                                   for s in mine])
+                update(d)
+                .where(d.c.id == bindparam("b_id"))
+                .values(
+                    status="succeeded",
+                    attempt_count=bindparam("b_count"),
+                    next_attempt_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    last_status_code=bindparam("b_code"),
+                    last_failure_kind=None,
+                    succeeded_at=now,
+                ),
+                [
+                    {
+                        "b_id": s.job.id,
+                        "b_count": s.job.attempt_count + 1,
+                        "b_code": s.outcome.status_code,
+                    }
+                    for s in mine
+                ],
+            )
+            await conn.execute(
+                update(e)
+                .where(
+                    e.c.id.in_({s.job.endpoint_id for s in mine}),
+                    e.c.failing_since.is_not(None),
+                )
+                .values(failing_since=None, updated_at=now)
+            )
+            await conn.execute(
+                attempts.insert(), [_attempt_row(s.job, s.started_at, s.outcome) for s in mine]
+            )
         return ours
 
     # -- recording failures, one at a time --
@@ -948,9 +1119,18 @@ class DeliveryWorker:
         now = self.rt.clock()
         # First statement is a write: it takes SQLite's write lock and PostgreSQL's row lock,
         # and proves the lease is still ours.
-        ours = (await conn.execute(update(d).where(
-            d.c.id == job.id, d.c.lease_owner == self.worker_id, d.c.status == "delivering",
-        ).values(updated_at=now).returning(d.c.id))).first()
+        ours = (
+            await conn.execute(
+                update(d)
+                .where(
+                    d.c.id == job.id,
+                    d.c.lease_owner == self.worker_id,
+                    d.c.status == "delivering",
+                )
+                .values(updated_at=now)
+                .returning(d.c.id)
+            )
+        ).first()
         if ours is None:
             log.info("delivery %s: lease lost before recording; another worker has it", job.id)
             return False
@@ -958,17 +1138,27 @@ class DeliveryWorker:
         status, next_at, disable_reason = "failed", None, None
         if outcome.success:
             status = "succeeded"
-            await conn.execute(update(e).where(e.c.id == job.endpoint_id,
-                                               e.c.failing_since.is_not(None))
-                               .values(failing_since=None, updated_at=now))
+            await conn.execute(
+                update(e)
+                .where(e.c.id == job.endpoint_id, e.c.failing_since.is_not(None))
+                .values(failing_since=None, updated_at=now)
+            )
         else:
-            ep = (await conn.execute(select(e.c.status, e.c.failing_since)
-                                     .where(e.c.id == job.endpoint_id).with_for_update())).first()
+            ep = (
+                await conn.execute(
+                    select(e.c.status, e.c.failing_since)
+                    .where(e.c.id == job.endpoint_id)
+                    .with_for_update()
+                )
+            ).first()
             failing_since = ep.failing_since if ep is not None else None
             if ep is not None and failing_since is None:
                 failing_since = now
-                await conn.execute(update(e).where(e.c.id == job.endpoint_id)
-                                   .values(failing_since=now, updated_at=now))
+                await conn.execute(
+                    update(e)
+                    .where(e.c.id == job.endpoint_id)
+                    .values(failing_since=now, updated_at=now)
+                )
             limit = timedelta(hours=self.settings.webhook_disable_after_hours)
             if ep is None or ep.status != "enabled":
                 pass  # disabled meanwhile: its deliveries stop here
@@ -978,41 +1168,59 @@ class DeliveryWorker:
                 disable_reason = f"failing continuously since {_iso(failing_since)}"
             else:
                 delay = retry_delay(
-                    job.attempt_count + 1, schedule=self.settings.retry_schedule,
-                    jitter=self.settings.webhook_retry_jitter, status_code=outcome.status_code,
+                    job.attempt_count + 1,
+                    schedule=self.settings.retry_schedule,
+                    jitter=self.settings.webhook_retry_jitter,
+                    status_code=outcome.status_code,
                     retry_after=outcome.retry_after,
                     max_retry_after=self.settings.webhook_max_retry_after_seconds,
-                    now=now, rng=self.rng,
+                    now=now,
+                    rng=self.rng,
                 )
                 if delay is not None:
                     status, next_at = "pending", now + timedelta(seconds=delay)
 
         values: dict[str, Any] = {
-            "status": status, "attempt_count": job.attempt_count + 1, "next_attempt_at": next_at,
-            "lease_owner": None, "lease_expires_at": None, "updated_at": now,
-            "last_status_code": outcome.status_code, "last_failure_kind": outcome.failure_kind,
+            "status": status,
+            "attempt_count": job.attempt_count + 1,
+            "next_attempt_at": next_at,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+            "last_status_code": outcome.status_code,
+            "last_failure_kind": outcome.failure_kind,
         }
         if outcome.success:
             values["succeeded_at"] = now
         await conn.execute(update(d).where(d.c.id == job.id).values(**values))
-        await conn.execute(attempts.insert().values(
-            **_attempt_row(job, started_at, outcome, next_at)))
+        await conn.execute(
+            attempts.insert().values(**_attempt_row(job, started_at, outcome, next_at))
+        )
         if disable_reason is not None:
             await disable_endpoint(conn, job.endpoint_id, disable_reason, now)
             log.warning("webhook endpoint %s disabled: %s", job.endpoint_id, disable_reason)
         return True
 
 
-def _attempt_row(job: _Claimed, started_at: datetime, outcome: Outcome,
-                 next_at: datetime | None = None) -> dict[str, Any]:
+def _attempt_row(
+    job: _Claimed, started_at: datetime, outcome: Outcome, next_at: datetime | None = None
+) -> dict[str, Any]:
     return {
-        "id": new_id("att"), "delivery_id": job.id, "event_id": job.event_id,
-        "endpoint_id": job.endpoint_id, "account_id": job.account_id,
-        "attempt_number": job.attempt_count + 1, "trigger": job.trigger,
-        "attempted_at": started_at, "duration_ms": outcome.duration_ms,
-        "status_code": outcome.status_code, "success": 1 if outcome.success else 0,
-        "failure_kind": outcome.failure_kind, "error": outcome.error,
-        "response_body": outcome.response_body, "next_attempt_at": next_at,
+        "id": new_id("att"),
+        "delivery_id": job.id,
+        "event_id": job.event_id,
+        "endpoint_id": job.endpoint_id,
+        "account_id": job.account_id,
+        "attempt_number": job.attempt_count + 1,
+        "trigger": job.trigger,
+        "attempted_at": started_at,
+        "duration_ms": outcome.duration_ms,
+        "status_code": outcome.status_code,
+        "success": 1 if outcome.success else 0,
+        "failure_kind": outcome.failure_kind,
+        "error": outcome.error,
+        "response_body": outcome.response_body,
+        "next_attempt_at": next_at,
     }
 
 
@@ -1025,12 +1233,14 @@ async def purge_expired(rt: Runtime, *, batch: int = 1000) -> int:
     cutoff = rt.clock() - timedelta(days=rt.settings.event_retention_days)
     total = 0
     old_attempts = select(attempts.c.id).where(attempts.c.attempted_at < cutoff).limit(batch)
-    under_way = exists().where(deliveries.c.event_id == events.c.id,
-                               deliveries.c.status.in_(("pending", "delivering")))
-    old_events = (select(events.c.id).where(events.c.created_at < cutoff, ~under_way)
-                  .limit(batch))
-    for stmt in (delete(attempts).where(attempts.c.id.in_(old_attempts)),
-                 delete(events).where(events.c.id.in_(old_events))):
+    under_way = exists().where(
+        deliveries.c.event_id == events.c.id, deliveries.c.status.in_(("pending", "delivering"))
+    )
+    old_events = select(events.c.id).where(events.c.created_at < cutoff, ~under_way).limit(batch)
+    for stmt in (
+        delete(attempts).where(attempts.c.id.in_(old_attempts)),
+        delete(events).where(events.c.id.in_(old_events)),
+    ):
         while True:  # small transactions: never one huge lock
             async with rt.engine.begin() as conn:
                 deleted = (await conn.execute(stmt)).rowcount or 0

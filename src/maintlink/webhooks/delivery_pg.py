@@ -100,8 +100,13 @@ SELECT id FROM done
 
 def connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` means the connection is unusable (as opposed to a failed statement)."""
-    return isinstance(exc, asyncpg.InterfaceError | asyncpg.PostgresConnectionError | OSError
-                      | asyncpg.exceptions.AdminShutdownError)
+    return isinstance(
+        exc,
+        asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | OSError
+        | asyncpg.exceptions.AdminShutdownError,
+    )
 
 
 class PgLink:
@@ -119,8 +124,9 @@ class PgLink:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self.dsn, timeout=10,
-                                               server_settings=self.server_settings)
+            self._conn = await asyncpg.connect(
+                self.dsn, timeout=10, server_settings=self.server_settings
+            )
         return self._conn
 
     @property
