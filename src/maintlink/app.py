@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from maintlink.api import errors as api_errors
 from maintlink.api.middleware import PlatformMiddleware
 from maintlink.api.ratelimit import limiter_for
+from maintlink.api.read_cache import ReadCache
 from maintlink.api.routes import (
     connections,
     data,
@@ -78,9 +80,14 @@ def create_app(
             raise RuntimeError("the store needs migrating: run `maintlink migrate` first")
         app.state.runtime = rt
         app.state.rate_limiter = limiter_for(rt.engine)
+        app.state.read_cache = ReadCache(rt.changes, settings.cache_seconds)
+        stop_listening = asyncio.Event()
+        listener = asyncio.create_task(rt.changes.listen(stop_listening), name="change-listener")
         try:
             yield
         finally:
+            stop_listening.set()
+            await listener
             if runtime is None:
                 await rt.aclose()
 

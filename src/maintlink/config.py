@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # API rate limits, requests per minute.
     rate_limit_connection_per_minute: int = Field(default=600, ge=1)
     rate_limit_admin_per_minute: int = Field(default=1200, ge=1)
+    # How long an API process remembers an admin key, a connection token's owner and a
+    # connection's status without asking the store, seconds (0: never). Any change to a key
+    # or a connection drops them at once.
+    cache_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # Largest accepted request body, bytes.
     max_request_body_bytes: int = Field(default=1_048_576, ge=1024)

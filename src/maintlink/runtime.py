@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from maintlink.config import Settings
 from maintlink.crypto import Cipher, load_cipher
+from maintlink.store.change_watch import ChangeWatch
 from maintlink.store.db import create_engine
 from maintlink.store.types import utcnow
 from maintlink.versioning import VersionRegistry, default_registry
@@ -25,6 +26,17 @@ class Runtime:
     versions: VersionRegistry = field(default_factory=default_registry)
     # Every "now" of background work comes from here, so tests can move time.
     clock: Callable[[], datetime] = utcnow
+    # Tells caches that an admin key or a connection changed, here or in another process.
+    changes: ChangeWatch = field(init=False, repr=False)
+
+    # For single-statement reads: on PostgreSQL the same pool without BEGIN/ROLLBACK around
+    # each use (on SQLite that switch costs more than it saves).
+    reader: AsyncEngine = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.changes = ChangeWatch(self.engine)
+        self.reader = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
+                       if self.engine.dialect.name == "postgresql" else self.engine)
 
     def use_versions(self, versions: VersionRegistry) -> None:
         from maintlink.domain import events

@@ -59,3 +59,29 @@ async def test_limit_is_shared_by_several_api_processes(
             ])
     codes = sorted(r.status_code for r in answers)
     assert codes.count(200) == 10 and codes.count(429) == 6
+
+
+async def test_leased_budget_across_processes(settings: Settings) -> None:
+    """On PostgreSQL each process takes the shared budget in leases (here 4 at a time): two
+    processes together never admit more than the limit, nor less than the limit minus one
+    process's unused lease; one process alone sees `remaining` go down one by one."""
+    if settings.is_sqlite:
+        pytest.skip("SQLite counts in memory (one process)")
+    from maintlink.api.ratelimit import StoreRateLimiter
+    from maintlink.store.db import create_engine
+
+    engine = create_engine(settings.effective_database_url)
+    try:
+        limit = 200
+        first, second = StoreRateLimiter(engine), StoreRateLimiter(engine)
+        assert first.lease_size(limit) == 4
+        alone = [(await first.hit("k:alone", limit)).remaining for _ in range(10)]
+        budgets = await asyncio.gather(*[
+            (first, second)[i % 2].hit("k:shared", limit) for i in range(300)
+        ])
+    finally:
+        await engine.dispose()
+    assert alone == list(range(limit - 1, limit - 11, -1))
+    admitted = sum(1 for b in budgets if b.remaining >= 0)
+    assert limit - 3 <= admitted <= limit
+    assert all(b.remaining < 0 for b in budgets[-50:])

@@ -9,9 +9,11 @@ from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from maintlink.api.ratelimit import RateLimiter
+from maintlink.api.read_cache import ReadCache
 from maintlink.domain import connections as conns
 from maintlink.domain.accounts import ADMIN_KEY_PREFIX, AdminPrincipal, authenticate_admin_key
 from maintlink.errors import MaintlinkError
+from maintlink.ids import hash_token
 from maintlink.runtime import Runtime
 
 _bearer = HTTPBearer(auto_error=False, description="An admin key `mlk_...` or a connection "
@@ -25,6 +27,16 @@ class ConnectionPrincipal:
     status: str
 
 
+@dataclass(frozen=True)
+class _TokenOwner:
+    """What a connection token resolves to (cached, refusals included)."""
+
+    account_id: str
+    connection_id: str
+    status: str
+    status_reason: str | None
+
+
 Principal = AdminPrincipal | ConnectionPrincipal
 
 
@@ -32,8 +44,17 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
+async def runtime_dep(request: Request) -> Runtime:
+    """As a dependency: async, so FastAPI does not hop to its thread pool for it."""
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
 def _limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter  # type: ignore[no-any-return]
+
+
+def read_cache(request: Request) -> ReadCache:
+    return request.app.state.read_cache  # type: ignore[no-any-return]
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str:
@@ -44,38 +65,48 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials.strip()
 
 
-async def _admin(rt: Runtime, token: str) -> AdminPrincipal:
-    async with rt.engine.begin() as conn:
-        principal = await authenticate_admin_key(conn, token)
-    if principal is None:
-        raise MaintlinkError("AUTHENTICATION_FAILED", "The admin key is unknown or revoked.")
+async def _admin(request: Request, token: str) -> AdminPrincipal:
+    cache, key = read_cache(request), hash_token(token)
+    principal = cache.get("admin_key", key)
+    if not isinstance(principal, AdminPrincipal):
+        generation = cache.generation
+        async with runtime(request).engine.begin() as conn:
+            principal = await authenticate_admin_key(conn, token)
+        if principal is None:
+            raise MaintlinkError("AUTHENTICATION_FAILED", "The admin key is unknown or revoked.")
+        cache.put("admin_key", key, principal, generation)
     return principal
 
 
-async def _connection(
-    rt: Runtime, token: str, *, allow_reauth: bool, request: Request
-) -> ConnectionPrincipal:
-    async with rt.engine.connect() as conn:
-        row = await conns.authenticate_token(conn, token)
-    if row is None:
-        raise MaintlinkError(
-            "AUTHENTICATION_FAILED", "The connection token is unknown or was rotated."
-        )
-    _attribute(request, row.account_id, row.id, None)  # refusals below are logged too
-    if row.status == conns.Status.DISCONNECTED:
+async def _connection(request: Request, token: str, *, allow_reauth: bool) -> ConnectionPrincipal:
+    cache, key = read_cache(request), hash_token(token)
+    owner = cache.get("token", key)
+    if not isinstance(owner, _TokenOwner):
+        generation = cache.generation
+        async with runtime(request).engine.connect() as conn:
+            row = await conns.authenticate_token(conn, token)
+        if row is None:
+            raise MaintlinkError(
+                "AUTHENTICATION_FAILED", "The connection token is unknown or was rotated."
+            )
+        owner = _TokenOwner(row.account_id, row.id, row.status, row.status_reason)
+        cache.put("token", key, owner, generation)
+    _attribute(request, owner.account_id, owner.connection_id, None)  # refusals are logged too
+    if owner.status == conns.Status.DISCONNECTED:
         raise MaintlinkError(
             "CONNECTION_DISCONNECTED", "This connection was disconnected; its token is void.",
-            details={"connection_id": row.id},
+            details={"connection_id": owner.connection_id},
         )
-    if row.status == conns.Status.REAUTH_REQUIRED and not allow_reauth:
+    if owner.status == conns.Status.REAUTH_REQUIRED and not allow_reauth:
         raise MaintlinkError(
             "CONNECTION_REAUTH_REQUIRED",
             "The maintenance system rejected this connection's credentials; "
             "the customer must reconnect.",
-            details={"connection_id": row.id,
-                     "reconnect": conns.reconnect_details(row.id, row.status_reason)},
+            details={"connection_id": owner.connection_id,
+                     "reconnect": conns.reconnect_details(owner.connection_id,
+                                                          owner.status_reason)},
         )
-    return ConnectionPrincipal(row.account_id, row.id, row.status)
+    return ConnectionPrincipal(owner.account_id, owner.connection_id, owner.status)
 
 
 def _attribute(
@@ -110,7 +141,7 @@ async def require_admin(request: Request, response: Response, creds: Bearer) -> 
                 "FORBIDDEN", "This route needs an admin key (`mlk_...`), not a connection token."
             )
         raise MaintlinkError("AUTHENTICATION_FAILED", "The admin key is unknown or revoked.")
-    principal = await _admin(runtime(request), token)
+    principal = await _admin(request, token)
     await _limit(request, response, principal)
     return principal
 
@@ -125,8 +156,7 @@ async def _require_connection(
                 "FORBIDDEN", "This route needs a connection token (`mlc_...`), not an admin key."
             )
         raise MaintlinkError("AUTHENTICATION_FAILED", "The connection token is unknown.")
-    principal = await _connection(runtime(request), token, allow_reauth=allow_reauth,
-                                  request=request)
+    principal = await _connection(request, token, allow_reauth=allow_reauth)
     await _limit(request, response, principal)
     return principal
 
@@ -148,4 +178,4 @@ async def require_any(request: Request, response: Response, creds: Bearer) -> Pr
 Admin = Annotated[AdminPrincipal, Depends(require_admin)]
 ConnectionAuth = Annotated[ConnectionPrincipal, Depends(require_connection)]
 AnyAuth = Annotated[Principal, Depends(require_any)]
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
+RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]

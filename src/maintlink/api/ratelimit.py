@@ -1,8 +1,8 @@
 """Per-token request budgets in fixed one-minute windows.
 
 With SQLite maintlink runs as one process, so counting in memory is exact. With
-PostgreSQL several API processes share the budget through one upsert per request on
-`rate_limit_windows`, which is atomic under concurrency.
+PostgreSQL several API processes share the budget through `rate_limit_windows`: an atomic
+upsert hands each process a small lease of the budget, which it then counts in memory.
 """
 
 from __future__ import annotations
@@ -72,34 +72,83 @@ class MemoryRateLimiter(RateLimiter):
 
 
 class StoreRateLimiter(RateLimiter):
+    """The budget lives in `rate_limit_windows`; each process takes it in small leases.
+
+    A lease is one upsert that adds `lease` requests to the window's shared count and grants
+    what is left of the limit; the process then counts those requests in memory. Processes
+    together never admit more than the limit. A process may hold up to `lease - 1` unused
+    requests while another is refused, so with N processes the admitted total can fall short
+    of the limit by (N - 1) x (lease - 1); the lease is a fiftieth of the limit (at most
+    100), so that is 2 % per extra process, and limits under 100 are counted one by one.
+    """
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._last_sweep = 0.0
         self._sweep_lock = asyncio.Lock()
+        self._held: dict[str, _Lease] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @staticmethod
+    def lease_size(limit: int) -> int:
+        return max(1, min(100, limit // 50))
 
     async def hit(self, bucket: str, limit: int) -> Budget:
         now = time.time()
         start, reset = _window(now)
-        stmt = pg_insert(rate_limit_windows).values(bucket=bucket, window_start=start, count=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["bucket", "window_start"],
-            set_={"count": rate_limit_windows.c.count + 1},
-        ).returning(rate_limit_windows.c.count)
-        async with self.engine.begin() as conn:
-            count = int((await conn.execute(stmt)).scalar_one())
+        held = self._held.get(bucket)
+        if not _current(held, start):
+            lock = self._locks.setdefault(bucket, asyncio.Lock())
+            async with lock:  # one lease at a time per bucket; the others wait for it
+                held = self._held.get(bucket)
+                if not _current(held, start):
+                    held = await self._lease(bucket, start, limit)
+                    self._held[bucket] = held
+        assert held is not None
+        if held.left == 0:
+            return Budget(limit, -1, reset)
+        held.left -= 1
+        used = min(limit, held.counted - held.left)
         if now - self._last_sweep > WINDOW:
             await self._sweep(start)
-        return Budget(limit, limit - count, reset)
+        return Budget(limit, limit - used, reset)
+
+    async def _lease(self, bucket: str, start: int, limit: int) -> _Lease:
+        size = self.lease_size(limit)
+        stmt = pg_insert(rate_limit_windows).values(bucket=bucket, window_start=start, count=size)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["bucket", "window_start"],
+            set_={"count": rate_limit_windows.c.count + size},
+        ).returning(rate_limit_windows.c.count)
+        async with self.engine.begin() as conn:
+            counted = int((await conn.execute(stmt)).scalar_one())
+        granted = max(0, min(size, limit - (counted - size)))
+        return _Lease(start, granted, min(counted, limit), refused=granted == 0)
 
     async def _sweep(self, current: int) -> None:
         if self._sweep_lock.locked():
             return
         async with self._sweep_lock:
             self._last_sweep = time.time()
+            self._held = {k: v for k, v in self._held.items() if v.window == current}
+            self._locks = {k: v for k, v in self._locks.items() if k in self._held}
             async with self.engine.begin() as conn:
                 await conn.execute(
                     delete(rate_limit_windows).where(rate_limit_windows.c.window_start < current)
                 )
+
+
+@dataclass
+class _Lease:
+    window: int
+    left: int  # requests this process may still admit in the window
+    counted: int  # the shared count once the lease was taken (all processes), capped at limit
+    refused: bool  # the shared count had reached the limit: nobody gets more this window
+
+
+def _current(held: _Lease | None, start: int) -> bool:
+    """Whether `held` answers for window `start` without asking the store."""
+    return held is not None and held.window == start and (held.left > 0 or held.refused)
 
 
 def limiter_for(engine: AsyncEngine) -> RateLimiter:

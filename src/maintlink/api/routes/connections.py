@@ -2,9 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from maintlink.api.auth import Admin, AnyAuth, ConnectionAuth, ConnectionPrincipal, RuntimeDep
+from maintlink.api.auth import (
+    Admin,
+    AnyAuth,
+    ConnectionAuth,
+    ConnectionPrincipal,
+    RuntimeDep,
+    read_cache,
+)
 from maintlink.api.pagination import Cursor, PageSize, decode_cursor, page
 from maintlink.api.schemas import (
     ERROR_RESPONSES,
@@ -81,13 +88,24 @@ async def get_connection(connection_id: str, principal: Admin, rt: RuntimeDep) -
     "/connections/{connection_id}/status", response_model=ConnectionStatus,
     summary="Get a connection's status",
 )
-async def connection_status(connection_id: str, principal: AnyAuth, rt: RuntimeDep) -> Any:
+async def connection_status(
+    connection_id: str, principal: AnyAuth, rt: RuntimeDep, request: Request
+) -> Any:
     """With an admin key, or with the connection's own token (which still works here while
     the connection needs reauthorization, so the app can read why)."""
     if isinstance(principal, ConnectionPrincipal) and principal.connection_id != connection_id:
         raise MaintlinkError("NOT_FOUND", f"No connection '{connection_id}'.")
-    async with rt.engine.connect() as conn:
-        row = await conns.get_connection(conn, connection_id, account_id=principal.account_id)
+    # Apps poll this route: the row comes from the read cache, which any change to the
+    # connection empties (see maintlink.api.read_cache).
+    cache = read_cache(request)
+    row = cache.get("connection", connection_id)
+    if row is None:
+        generation = cache.generation
+        async with rt.reader.connect() as conn:
+            row = await conns.get_connection(conn, connection_id)
+        cache.put("connection", connection_id, row, generation)
+    if row.account_id != principal.account_id:
+        raise MaintlinkError("NOT_FOUND", f"No connection '{connection_id}'.")
     return conns.status_view(row)
 
 

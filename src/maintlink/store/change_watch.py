@@ -1,0 +1,146 @@
+"""Tells a process when an admin key or a connection (its token, status or health) may have
+changed, so that caches of those rows can drop what they hold.
+
+Three paths, so that a revoked key or a disconnected connection is refused at once and a
+status read is never older than the last committed change:
+
+* **This process.** Any UPDATE or DELETE on `api_keys` or `connections` calls the subscribers
+  when it runs and again when its connection goes back to the pool (after the commit), so
+  no cache keeps a row read while the change was committing.
+* **Other processes on PostgreSQL.** Triggers (migration 0002) send `NOTIFY
+  maintlink_changes` from the changing transaction, so only once it commits; `listen()`
+  receives it. While that listener is not connected, `live` is false and caches must not
+  answer.
+* **Other processes on SQLite** (the CLI revoking a key while `maintlink serve` runs): the
+  writer appends a byte to a marker file beside the database after its commit; readers
+  compare the file's (inode, size) with what they saw last, one `stat` per lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Delete, Update, event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("maintlink.store")
+
+CHANNEL = "maintlink_changes"
+WATCHED_TABLES = frozenset({"api_keys", "connections"})
+_FLAG = "maintlink_watched_change"
+_MARKER_MAX = 4096  # bytes; the marker is replaced (new inode) when it grows past this
+
+
+def _set(event: asyncio.Event, *_args: object) -> None:
+    event.set()
+
+
+def _marker_path(engine: AsyncEngine) -> Path | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).with_name(Path(database).name + "-changes")
+
+
+class ChangeWatch:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._subscribers: list[Callable[[], None]] = []
+        self._marker = _marker_path(engine)
+        self._postgres = engine.dialect.name == "postgresql"
+        self._listening = False
+        event.listen(engine.sync_engine, "after_execute", self._after_execute)
+        event.listen(engine.sync_engine, "checkin", self._checkin)
+
+    @property
+    def live(self) -> bool:
+        """Whether changes made by other processes reach this one."""
+        return self._listening or not self._postgres
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        self._subscribers.append(callback)
+
+    def changed(self) -> None:
+        for callback in self._subscribers:
+            callback()
+
+    def marker_version(self) -> tuple[int, int] | None:
+        """What the SQLite marker file looks like now (None: no file, or not SQLite)."""
+        if self._marker is None:
+            return None
+        try:
+            st = os.stat(self._marker)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size
+
+    def _after_execute(self, conn: Any, clause: Any, *_args: Any) -> None:
+        if isinstance(clause, Update | Delete) and clause.table.name in WATCHED_TABLES:
+            conn.info[_FLAG] = True  # the pooled connection's info, seen again at check-in
+            self.changed()
+
+    def _checkin(self, _dbapi_conn: Any, record: Any) -> None:
+        if record is not None and record.info.pop(_FLAG, False):
+            self.changed()
+            self._touch_marker()
+
+    def _touch_marker(self) -> None:
+        if self._marker is None:
+            return
+        try:
+            if self._marker.exists() and self._marker.stat().st_size >= _MARKER_MAX:
+                fresh = self._marker.with_name(self._marker.name + f".{os.getpid()}")
+                fresh.write_bytes(b"\n")
+                os.replace(fresh, self._marker)  # a new inode: readers see the change
+            else:
+                with open(self._marker, "ab") as f:
+                    f.write(b"\n")
+        except OSError:
+            log.warning("could not update %s; other processes may answer from their caches "
+                        "for up to MAINTLINK_CACHE_SECONDS", self._marker)
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """On PostgreSQL: LISTEN until `stop`, reconnecting with back-off; `live` meanwhile."""
+        if not self._postgres:
+            return
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        backoff = 0.2
+        while not stop.is_set():
+            conn: asyncpg.Connection | None = None
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(dsn)
+                conn.add_termination_listener(functools.partial(_set, lost))
+                await conn.add_listener(CHANNEL, lambda *_: self.changed())
+                # Whatever changed while nobody listened: start from nothing.
+                self.changed()
+                self._listening = True
+                backoff = 0.2
+                waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())}
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("change listener: %s; retrying in %.1f s", exc, backoff)
+            finally:
+                self._listening = False
+                self.changed()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
