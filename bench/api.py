@@ -366,7 +366,7 @@ class Run:
 
 
 @contextlib.contextmanager
-def started(store: str, procs: Processes) -> Iterator[Target]:
+def started(store: str, procs: Processes, cache_seconds: float | None) -> Iterator[Target]:
     import httpx
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAINTLINK_")}
@@ -387,6 +387,8 @@ def started(store: str, procs: Processes) -> Iterator[Target]:
             "MAINTLINK_RATE_LIMIT_ADMIN_PER_MINUTE": HUGE_LIMIT,
             "MAINTLINK_RATE_LIMIT_CONNECTION_PER_MINUTE": HUGE_LIMIT,
         })
+        if cache_seconds is not None:
+            env["MAINTLINK_CACHE_SECONDS"] = f"{cache_seconds:g}"
         env["MAINTLINK_SECRET_KEY"] = run_cli(["admin", "generate-secret-key"], env).strip()
         if store == "postgresql":
             run_cli(["migrate"], env)
@@ -465,7 +467,7 @@ def bench_store(store: str, args: argparse.Namespace) -> list[Run]:
     out = console()
     procs = Processes()
     runs: list[Run] = []
-    with started(store, procs) as target:
+    with started(store, procs, args.cache_seconds) as target:
         out.print(f"[bold]{store}[/bold]: maintlink at {target.base}, connection "
                       f"{target.connection_id}; warming up {args.warmup:g} s per route")
         for route in ROUTES:
@@ -581,7 +583,11 @@ def describe_setup(args: argparse.Namespace) -> str:
         f"{', on uvloop' if uvloop else ''}.\n"
         f"Server: `maintlink api` (uvicorn {version('uvicorn')}, one process), Python "
         f"{platform.python_version()}, SQLAlchemy {version('sqlalchemy')}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before start."
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} before start.\n"
+        "Read cache (MAINTLINK_CACHE_SECONDS): "
+        + ("the server's default" if args.cache_seconds is None
+           else f"{args.cache_seconds:g} s" + (" (off)" if args.cache_seconds == 0 else ""))
+        + "."
     )
 
 
@@ -599,6 +605,10 @@ def main() -> None:
                         help="alternating bare/status rounds; the median is shown (default 3)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of warm-up per route before measuring (default 3)")
+    parser.add_argument("--cache-seconds", type=float, default=None,
+                        help="the server's MAINTLINK_CACHE_SECONDS (default: its own default; "
+                        "0 makes every request read its key or token and the connection from "
+                        "the store)")
     args = parser.parse_args()
 
     def on_sigterm(_signo: int, _frame: object) -> None:

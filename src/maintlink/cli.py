@@ -42,8 +42,15 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _run(coro: Any) -> Any:
+    """Run on uvloop where it is installed (as uvicorn itself would), else on asyncio's loop."""
     try:
-        return asyncio.run(coro)
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard] on Linux/macOS
+        runner: Any = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        return runner(coro)
     except KeyboardInterrupt:
         return None
 
