@@ -31,7 +31,8 @@ def _cached(settings: Settings) -> Settings:
 
 
 async def _until(
-    request: Callable[[], Awaitable[httpx.Response]], done: Callable[[httpx.Response], bool],
+    request: Callable[[], Awaitable[httpx.Response]],
+    done: Callable[[httpx.Response], bool],
     timeout: float = 5.0,
 ) -> httpx.Response:
     """The first answer that satisfies `done` (NOTIFY reaches the server asynchronously)."""
@@ -60,12 +61,16 @@ async def test_key_revoked_by_another_process_is_refused(
 
     async def revoke(rt: Runtime) -> None:
         async with rt.engine.begin() as conn:
-            key_id = (await conn.execute(select(api_keys.c.id).where(
-                api_keys.c.key_hash == hash_token(admin_key)))).scalar_one()
+            key_id = (
+                await conn.execute(
+                    select(api_keys.c.id).where(api_keys.c.key_hash == hash_token(admin_key))
+                )
+            ).scalar_one()
             assert await revoke_admin_key(conn, key_id)
 
     async with serve_app(create_app(settings, auto_migrate=False)) as url:
         async with httpx.AsyncClient(base_url=url) as c:
+
             def integrations() -> Awaitable[httpx.Response]:
                 return c.get("/api/v1/integrations", headers=bearer(admin_key))
 
@@ -94,12 +99,16 @@ async def test_status_changed_by_another_process_is_seen(
 
             async def go_offline(rt: Runtime) -> None:
                 async with rt.engine.begin() as conn:
-                    await conns.transition(conn, cid, conns.Status.OFFLINE,
-                                           reason="unreachable", error_code="PROVIDER_UNAVAILABLE")
+                    await conns.transition(
+                        conn,
+                        cid,
+                        conns.Status.OFFLINE,
+                        reason="unreachable",
+                        error_code="PROVIDER_UNAVAILABLE",
+                    )
 
             await _in_other_process(settings, go_offline)
-            seen = await _until(lambda: status(admin_key),
-                                lambda r: r.json()["status"] != "active")
+            seen = await _until(lambda: status(admin_key), lambda r: r.json()["status"] != "active")
             by_token = await status(token)
 
             async def disconnect(rt: Runtime) -> None:
@@ -157,8 +166,7 @@ async def test_an_answer_read_before_a_change_is_not_kept(settings: Settings) ->
         cache.put("token", "h", "fresh", cache.generation)
         assert cache.get("token", "h") == "fresh"
         async with engine.begin() as conn:  # any write to a watched table empties it
-            await conn.execute(api_keys.update().where(api_keys.c.id == "nobody")
-                               .values(name="x"))
+            await conn.execute(api_keys.update().where(api_keys.c.id == "nobody").values(name="x"))
         assert cache.get("token", "h") is None
         if engine.dialect.name == "postgresql":
             stop.set()
@@ -172,6 +180,8 @@ async def test_cache_off_still_answers(settings: Settings, admin_key: str) -> No
     off = settings.model_copy(update={"cache_seconds": 0.0})
     async with serve_app(create_app(off, auto_migrate=False)) as url:
         async with httpx.AsyncClient(base_url=url) as c:
-            codes = [(await c.get("/api/v1/integrations", headers=bearer(admin_key))).status_code
-                     for _ in range(3)]
+            codes = [
+                (await c.get("/api/v1/integrations", headers=bearer(admin_key))).status_code
+                for _ in range(3)
+            ]
     assert codes == [200, 200, 200]

@@ -106,8 +106,11 @@ class ChangeWatch:
                 with open(self._marker, "ab") as f:
                     f.write(b"\n")
         except OSError:
-            log.warning("could not update %s; other processes may answer from their caches "
-                        "for up to MAINTLINK_CACHE_SECONDS", self._marker)
+            log.warning(
+                "could not update %s; other processes may answer from their caches "
+                "for up to MAINTLINK_CACHE_SECONDS",
+                self._marker,
+            )
 
     async def listen(self, stop: asyncio.Event) -> None:
         """On PostgreSQL: LISTEN until `stop`, reconnecting with back-off; `live` meanwhile."""
