@@ -11,7 +11,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from maintlink.api.ratelimit import RateLimiter
 from maintlink.api.read_cache import ReadCache
 from maintlink.domain import connections as conns
-from maintlink.domain.accounts import ADMIN_KEY_PREFIX, AdminPrincipal, authenticate_admin_key
+from maintlink.domain.accounts import (
+    ADMIN_KEY_PREFIX,
+    AdminPrincipal,
+    find_admin_key,
+    touch_admin_key,
+)
 from maintlink.errors import MaintlinkError
 from maintlink.ids import hash_token
 from maintlink.runtime import Runtime
@@ -69,11 +74,15 @@ async def _admin(request: Request, token: str) -> AdminPrincipal:
     cache, key = read_cache(request), hash_token(token)
     principal = cache.get("admin_key", key)
     if not isinstance(principal, AdminPrincipal):
-        generation = cache.generation
-        async with runtime(request).engine.begin() as conn:
-            principal = await authenticate_admin_key(conn, token)
-        if principal is None:
+        generation, rt = cache.generation, runtime(request)
+        async with rt.reader.connect() as conn:
+            found = await find_admin_key(conn, token)
+        if found is None:
             raise MaintlinkError("AUTHENTICATION_FAILED", "The admin key is unknown or revoked.")
+        principal, due = found
+        if due:
+            async with rt.engine.begin() as conn:
+                await touch_admin_key(conn, principal.key_id)
         cache.put("admin_key", key, principal, generation)
     return principal
 
@@ -83,7 +92,7 @@ async def _connection(request: Request, token: str, *, allow_reauth: bool) -> Co
     owner = cache.get("token", key)
     if not isinstance(owner, _TokenOwner):
         generation = cache.generation
-        async with runtime(request).engine.connect() as conn:
+        async with runtime(request).reader.connect() as conn:
             row = await conns.authenticate_token(conn, token)
         if row is None:
             raise MaintlinkError(

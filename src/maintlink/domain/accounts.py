@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from maintlink.ids import hash_token, new_id, new_token, token_hint
@@ -77,21 +77,36 @@ async def revoke_admin_key(conn: AsyncConnection, key_id: str) -> bool:
     return result.rowcount == 1
 
 
-async def authenticate_admin_key(conn: AsyncConnection, key: str) -> AdminPrincipal | None:
-    row = (
-        await conn.execute(
-            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.last_used_at).where(
-                api_keys.c.key_hash == hash_token(key), api_keys.c.revoked_at.is_(None)
-            )
-        )
-    ).first()
+_LIVE_KEY = select(api_keys.c.id, api_keys.c.account_id, api_keys.c.last_used_at).where(
+    api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
+
+
+async def find_admin_key(
+    conn: AsyncConnection, key: str
+) -> tuple[AdminPrincipal, bool] | None:
+    """The key's principal, and whether its `last_used_at` is due for an update (a read
+    only: callers on a read-only connection call `touch_admin_key` when it is due)."""
+    row = (await conn.execute(_LIVE_KEY, {"key_hash": hash_token(key)})).first()
     if row is None:
         return None
-    now = utcnow()
     last: datetime | None = row.last_used_at
-    if last is None or now - last > _LAST_USED_GRANULARITY:
-        # Coarse on purpose: one write a minute per key, not one per request.
-        await conn.execute(
-            update(api_keys).where(api_keys.c.id == row.id).values(last_used_at=now)
-        )
-    return AdminPrincipal(account_id=row.account_id, key_id=row.id)
+    due = last is None or utcnow() - last > _LAST_USED_GRANULARITY
+    return AdminPrincipal(account_id=row.account_id, key_id=row.id), due
+
+
+async def touch_admin_key(conn: AsyncConnection, key_id: str) -> None:
+    # Coarse on purpose: one write a minute per key, not one per request.
+    await conn.execute(
+        update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=utcnow())
+    )
+
+
+async def authenticate_admin_key(conn: AsyncConnection, key: str) -> AdminPrincipal | None:
+    found = await find_admin_key(conn, key)
+    if found is None:
+        return None
+    principal, due = found
+    if due:
+        await touch_admin_key(conn, principal.key_id)
+    return principal

@@ -390,12 +390,14 @@ async def count_records(conn: AsyncConnection, connection_id: str) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
+_BY_TOKEN = select(
+    connections.c.id, connections.c.account_id, connections.c.status,
+    connections.c.status_reason,
+).where(connections.c.token_hash == bindparam("token_hash"))
+
+
 async def authenticate_token(conn: AsyncConnection, token: str) -> Row[Any] | None:
-    query = select(
-        connections.c.id, connections.c.account_id, connections.c.status,
-        connections.c.status_reason,
-    ).where(connections.c.token_hash == hash_token(token))
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_BY_TOKEN, {"token_hash": hash_token(token)})).first()
 
 
 def reconnect_details(connection_id: str, reason: str | None) -> dict[str, Any]:
