@@ -171,10 +171,10 @@ class Dataset:
     def live_ids(self, entity: str) -> list[str]:
         return [rid for rid, rec in self.records[entity].items() if not rec.get("deleted")]
 
-    def live_locations(self, types: tuple[str, ...]) -> list[Record]:
-        """Live locations of these types, in the order they were added."""
+    def live_location_ids(self, types: tuple[str, ...]) -> list[str]:
+        """Ids of the live locations of these types, in the order they were added."""
         locations = self.records["locations"].values()
-        return [r for r in locations if r["type"] in types and not r.get("deleted")]
+        return [r["id"] for r in locations if r["type"] in types and not r.get("deleted")]
 
     def add(self, entity: str, record: Record) -> Record:
         self.records[entity][record["id"]] = record
@@ -189,15 +189,15 @@ class _GeneratingDataset(Dataset):
     def __init__(self) -> None:
         super().__init__()
         self._live: dict[str, list[str]] = {entity: [] for entity in ENTITIES}
-        self._locations: dict[tuple[str, ...], list[Record]] = {}
+        self._locations: dict[tuple[str, ...], list[str]] = {}
 
     def live_ids(self, entity: str) -> list[str]:
         return self._live[entity]
 
-    def live_locations(self, types: tuple[str, ...]) -> list[Record]:
+    def live_location_ids(self, types: tuple[str, ...]) -> list[str]:
         found = self._locations.get(types)
         if found is None:
-            found = self._locations[types] = super().live_locations(types)
+            found = self._locations[types] = super().live_location_ids(types)
         return found
 
     def add(self, entity: str, record: Record) -> Record:
@@ -208,7 +208,7 @@ class _GeneratingDataset(Dataset):
         if entity == "locations":
             for types, found in self._locations.items():
                 if record["type"] in types:
-                    found.append(record)
+                    found.append(record["id"])
         return record
 
 
@@ -291,14 +291,14 @@ class RecordFactory:
 
     def location(self, created: datetime, updated: datetime, kind: str | None = None) -> Record:
         rid, seq = self.data.new_id("locations")
-        sites = self.data.live_locations(("SITE",))
+        sites = self.data.live_location_ids(("SITE",))
         if kind is None:
             kind = "SITE" if not sites else self.rng.choice(LOCATION_TYPES[1:])
         parents = {
             "SITE": [],
             "BUILDING": sites,
             "STOREROOM": sites,
-            "AREA": self.data.live_locations(("SITE", "BUILDING")),
+            "AREA": self.data.live_location_ids(("SITE", "BUILDING")),
         }[kind]
         parent = self.rng.choice(parents) if parents else None
         city = self.rng.choice(_CITIES)
@@ -315,7 +315,7 @@ class RecordFactory:
             "code": f"{prefix}-{seq:03d}",
             "type": kind,
             "address": self._address() if kind == "SITE" else None,
-            "parentId": parent["id"] if parent else None,
+            "parentId": parent,
             "createdAt": format_ts(created),
             "updatedAt": format_ts(updated),
         }
@@ -324,7 +324,7 @@ class RecordFactory:
         rid, seq = self.data.new_id("assets")
         kind, tag, makers, models = self.rng.choice(_ASSET_TYPES)
         assets = self.data.live_ids("assets")
-        places = [r["id"] for r in self.data.live_locations(_PLACES)]
+        places = self.data.live_location_ids(_PLACES)
         return {
             "id": rid,
             "name": f"{kind} {tag}-{seq:03d}",
@@ -346,7 +346,7 @@ class RecordFactory:
     def part(self, created: datetime, updated: datetime) -> Record:
         rid, seq = self.data.new_id("parts")
         name, unit, cost = self.rng.choice(_PARTS)
-        stores = [r["id"] for r in self.data.live_locations(("STOREROOM",))]
+        stores = self.data.live_location_ids(("STOREROOM",))
         minimum = self.rng.randint(0, 10)
         return {
             "id": rid,
