@@ -17,7 +17,7 @@ import standardwebhooks
 import trustme
 
 from maintlink.config import Settings
-from maintlink.webhooks.delivery import DeliveryWorker
+from maintlink.webhooks.delivery import PREFETCH, DeliveryWorker
 from tests.webhooks.receivers import (
     Received,
     Reply,
@@ -245,6 +245,28 @@ async def test_a_dead_endpoint_does_not_slow_a_healthy_one(
     # Stopping put the abandoned deliveries straight back in the queue, untried.
     left = await delivery_rows(s.rt, ep_dead)
     assert {(d.status, d.lease_owner, d.attempt_count) for d in left} == {("pending", None, 0)}
+
+
+async def test_a_dead_endpoint_holds_a_bounded_number_of_leases(
+    make_store: StoreFactory, ca: trustme.CA
+) -> None:
+    """Claims take a few times the cap ahead, and no more: the rest stays free for others."""
+    cap = 2
+    s = await make_store(webhook_timeout_seconds=10, webhook_endpoint_concurrency=cap)
+    async with receiving(ca, Reply(hang=True)) as dead:
+        ep, _ = await new_endpoint(s.rt, s.account_id, dead.url)
+        for _ in range(20):
+            await emit_test(s.rt, s.account_id, ep)
+        worker = s.worker(shutdown_grace=0)
+        task = await running(worker)
+        try:
+            await dead.wait_for(cap, timeout=8)
+            leased = [d for d in await delivery_rows(s.rt, ep) if d.status == "delivering"]
+            assert len(leased) == PREFETCH * cap
+            assert dead.in_flight == cap
+        finally:
+            await stopped(worker, task)
+    assert {d.status for d in await delivery_rows(s.rt, ep)} == {"pending"}
 
 
 async def test_rate_limit_per_endpoint(make_store: StoreFactory, ca: trustme.CA) -> None:

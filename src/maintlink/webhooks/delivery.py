@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAILURE_KINDS",
+    "PREFETCH",
     "USER_AGENT",
     "DeliveryWorker",
     "Outcome",
