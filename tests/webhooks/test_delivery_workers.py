@@ -104,8 +104,10 @@ async def test_the_listener_reconnects(
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
     s = await make_store()
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    find = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query ILIKE 'LISTEN%'")
+    find = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query ILIKE 'LISTEN%'"
+    )
     async with receiving(ca) as rx:
         ep, _ = await new_endpoint(s.rt, s.account_id, rx.url)
         worker = s.worker(poll_interval=30)
@@ -151,7 +153,8 @@ async def test_kill_9_mid_delivery_then_another_worker_delivers(
             "MAINTLINK_WEBHOOK_TIMEOUT_SECONDS": "30",
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WORKER_PROCESS, "doomed", env=env)
+            sys.executable, "-c", WORKER_PROCESS, "doomed", env=env
+        )
         try:
             await rx.wait_for(1, timeout=30)  # the doomed worker is mid-request
         finally:
@@ -188,10 +191,11 @@ async def test_two_workers_never_deliver_the_same_delivery_twice(
         return Reply(200, delay=(next(counter) % 5) / 1000)
 
     async with receiving(ca, handler=jittery) as rx:
-        endpoints = [(await new_endpoint(s.rt, s.account_id, f"{rx.url}/{i}"))[0]
-                     for i in range(3)]
-        workers = [s.worker(worker_id="w1", batch_size=5),
-                   DeliveryWorker(other.rt, "w2", batch_size=5)]
+        endpoints = [(await new_endpoint(s.rt, s.account_id, f"{rx.url}/{i}"))[0] for i in range(3)]
+        workers = [
+            s.worker(worker_id="w1", batch_size=5),
+            DeliveryWorker(other.rt, "w2", batch_size=5),
+        ]
         tasks = [await running(w) for w in workers]
         try:
             for _ in range(40):  # emitted while both compete, each to the three endpoints
@@ -205,8 +209,7 @@ async def test_two_workers_never_deliver_the_same_delivery_twice(
             for worker, task in zip(workers, tasks, strict=True):
                 await stopped(worker, task)
         await asyncio.sleep(0.1)
-        received = collections.Counter(
-            (r.headers["webhook-id"], r.path) for r in rx.received)
+        received = collections.Counter((r.headers["webhook-id"], r.path) for r in rx.received)
 
     assert len(received) == expected and set(received.values()) == {1}
     tries = await attempt_rows(s.rt)
