@@ -16,10 +16,11 @@ How it keeps its promises:
   cap ahead (``PREFETCH``) so that claims come in batches; an endpoint it holds that many of is
   left out of the claim, so a dead endpoint only ever occupies its own slots and a bounded
   number of leases.
-* **Cheap.** Successes are recorded in batches: one task writes every success that arrived
-  while the previous batch was being committed. On PostgreSQL, claims and those batches are
-  single statements on the worker's own asyncpg connections (``delivery_pg``); failures, which
-  decide retries and disabling, are recorded one by one through the engine.
+* **Cheap.** Successes are recorded in batches: a flusher task writes every success that
+  arrived while the previous batch was being committed (on PostgreSQL up to
+  ``RECORD_WRITERS`` batches at once). On PostgreSQL, claims and those batches are single
+  statements on the worker's own asyncpg connections (``delivery_pg``); failures, which decide
+  retries and disabling, are recorded one by one through the engine.
 
 Outcomes: any 2xx succeeds; anything else fails with a kind (``FAILURE_KINDS``) and is retried on
 the schedule in ``schedule.py`` until it is exhausted. 410 Gone, or failing continuously for
