@@ -15,10 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, and_, select, text, update
+from sqlalchemy import Row, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from maintlink.ids import new_id
+from maintlink.store.db import json_dumps
 from maintlink.store.tables import records
 
 # Unified fields kept outside `data` (they have columns of their own).
@@ -185,6 +186,42 @@ async def upsert(
     return counts
 
 
+# The page's rows travel as one array per column: a single statement, prepared once, whose
+# parameters the driver encodes in bulk (no per-value processing in SQLAlchemy).
+_UPSERT_PG = """
+INSERT INTO records (id, connection_id, entity, remote_id, data, remote_data,
+                     remote_created_at, remote_updated_at, modified_at, deleted_at,
+                     data_hash, last_seen_sync_id)
+SELECT r.id, $1, $2, r.remote_id, r.data::jsonb, r.remote_data::jsonb,
+       r.remote_created_at, r.remote_updated_at, $3, NULL, r.data_hash, $4
+FROM unnest($5::varchar[], $6::varchar[], $7::text[], $8::text[], $9::timestamptz[],
+            $10::timestamptz[], $11::varchar[])
+     AS r(id, remote_id, data, remote_data, remote_created_at, remote_updated_at, data_hash)
+ON CONFLICT (connection_id, entity, remote_id) DO UPDATE SET {update}
+"""
+_CHANGED = """
+    data = excluded.data, remote_data = excluded.remote_data,
+    remote_created_at = excluded.remote_created_at,
+    remote_updated_at = excluded.remote_updated_at, modified_at = excluded.modified_at,
+    deleted_at = NULL, data_hash = excluded.data_hash{seen}
+WHERE records.data_hash IS DISTINCT FROM excluded.data_hash OR records.deleted_at IS NOT NULL
+RETURNING records.remote_id, (xmax = 0) AS inserted"""
+# Identical records are left alone: their modified_at must not move.
+_UPSERT_LIVE = _UPSERT_PG.format(update=_CHANGED.format(seen=""))
+_UPSERT_LIVE_FULL = _UPSERT_PG.format(
+    update=_CHANGED.format(seen=", last_seen_sync_id = excluded.last_seen_sync_id")
+)
+# A full sync also marks the identical records as seen. They all exist, so every row
+# takes the conflict branch: an update through the unique index.
+_MARK_SEEN = _UPSERT_PG.format(update="last_seen_sync_id = excluded.last_seen_sync_id")
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value
+
+
 async def _upsert_live_pg(
     conn: AsyncConnection,
     connection_id: str,
@@ -197,67 +234,35 @@ async def _upsert_live_pg(
     unique index by construction; a look-up of existing rows by `remote_id IN (...)` can be
     planned on another index while a connection's statistics are young, which made large
     initial syncs slow down page after page."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
     if not items:
         return Counts()
-    rows = [
-        {
-            "id": new_id("rec"),
-            "connection_id": connection_id,
-            "entity": entity,
-            "remote_id": remote_id,
-            "data": m.data,
-            "remote_data": m.remote_data,
-            "remote_created_at": m.remote_created_at,
-            "remote_updated_at": m.remote_updated_at,
-            "modified_at": now,
-            "deleted_at": None,
-            "data_hash": m.digest,
-            "last_seen_sync_id": sync_id,
-        }
-        for remote_id, m in items.items()
-    ]
-    changed = [
-        "data",
-        "remote_data",
-        "remote_created_at",
-        "remote_updated_at",
-        "modified_at",
-        "deleted_at",
-        "data_hash",
-    ]
-    if sync_id is not None:
-        changed.append("last_seen_sync_id")
-    # Executemany, not `.values(rows)`: SQLAlchemy batches the rows into one INSERT with
-    # a statement compiled once and cached; a multi-row `.values()` is compiled every page.
-    stmt = pg_insert(records)
-    excluded = stmt.excluded
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["connection_id", "entity", "remote_id"],
-        set_={name: excluded[name] for name in changed},
-        # Identical records are left alone: their modified_at must not move.
-        where=(records.c.data_hash.is_distinct_from(excluded.data_hash))
-        | records.c.deleted_at.is_not(None),
-    ).returning(records.c.remote_id, text("(xmax = 0) AS inserted"))
+    ms = list(items.values())
+    columns = (
+        [new_id("rec") for _ in ms],
+        list(items),
+        [json_dumps(m.data) for m in ms],
+        [json_dumps(m.remote_data) for m in ms],
+        [_aware(m.remote_created_at) for m in ms],
+        [_aware(m.remote_updated_at) for m in ms],
+        [m.digest for m in ms],
+    )
+    sql = _UPSERT_LIVE if sync_id is None else _UPSERT_LIVE_FULL
+    result = await conn.exec_driver_sql(
+        sql, (connection_id, entity, _aware(now), sync_id, *columns)
+    )
     counts = Counts()
     written: set[str] = set()
-    for row in await conn.execute(stmt, rows):
-        written.add(row.remote_id)
-        if row.inserted:
+    for remote_id, inserted in result:
+        written.add(remote_id)
+        if inserted:
             counts.created += 1
         else:
             counts.updated += 1
-    if sync_id is not None and len(written) < len(rows):
-        # A full sync also marks the identical records as seen, again through the
-        # unique index: they all exist, so every row takes the conflict branch.
-        seen = pg_insert(records)
-        await conn.execute(
-            seen.on_conflict_do_update(
-                index_elements=["connection_id", "entity", "remote_id"],
-                set_={"last_seen_sync_id": seen.excluded.last_seen_sync_id},
-            ),
-            [r for r in rows if r["remote_id"] not in written],
+    if sync_id is not None and len(written) < len(items):
+        keep = [i for i, remote_id in enumerate(items) if remote_id not in written]
+        unchanged = tuple([column[i] for i in keep] for column in columns)
+        await conn.exec_driver_sql(
+            _MARK_SEEN, (connection_id, entity, _aware(now), sync_id, *unchanged)
         )
     return counts
 
