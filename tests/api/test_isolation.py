@@ -9,6 +9,7 @@ from tests.conftest import bearer, create_connection
 # Every management route that names an object, with a harmless valid body.
 ROUTES = [
     ("GET", "/api/v1/connections/{connection_id}", None),
+    ("PATCH", "/api/v1/connections/{connection_id}", {"settings": {"page_size": 50}}),
     ("GET", "/api/v1/connections/{connection_id}/status", None),
     ("POST", "/api/v1/connections/{connection_id}/disconnect", None),
     ("DELETE", "/api/v1/connections/{connection_id}/data", None),

@@ -56,6 +56,19 @@ class CredentialFieldOut(BaseModel):
     placeholder: str | None = None
 
 
+class SettingFieldOut(BaseModel):
+    name: str
+    label: str
+    type: Literal["integer", "number", "object"]
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    keys: list[str] | None = Field(default=None, description="For objects: the keys allowed")
+    values: Literal["string", "strings"] | None = Field(
+        default=None, description="For objects: a string, or a list of strings, per key")
+    help: str | None = None
+
+
 class Integration(BaseModel):
     object: Literal["integration"] = "integration"
     slug: str
@@ -65,6 +78,8 @@ class Integration(BaseModel):
     entities: list[str]
     writable_entities: list[str]
     supports_writes: bool
+    setting_fields: list[SettingFieldOut] = Field(
+        description="Connector settings a connection may set in `settings`")
     docs_url: str | None = None
 
 
@@ -80,13 +95,31 @@ class WebhookConfig(Strict):
         default=None, description="Event types to send; absent or null: every type")
 
 
-class ConnectionSettings(Strict):
+class ConnectionSettings(NoNulModel):
+    """The sync settings, plus any of the integration's connector settings
+    (`setting_fields` in `GET /api/v1/integrations/{slug}`)."""
+
+    model_config = ConfigDict(extra="allow")
+
     sync_interval_minutes: int = Field(
         default=15, ge=5, le=1440, description="Minutes between scheduled syncs (5 to 1440)"
     )
     history_days: int = Field(
         default=90, ge=1, le=3650, description="How far back the initial sync reaches"
     )
+
+
+class ConnectionSettingsChange(NoNulModel):
+    """Only what changes; a connector setting set to null goes back to its default."""
+
+    model_config = ConfigDict(extra="allow")
+
+    sync_interval_minutes: int | None = Field(default=None, ge=5, le=1440)
+    history_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class ConnectionUpdate(Strict):
+    settings: ConnectionSettingsChange = Field(description="Settings to change")
 
 
 class ConnectionCreate(Strict):

@@ -67,6 +67,59 @@ class CredentialField:
 
 
 @dataclass(frozen=True)
+class SettingField:
+    """A connector setting a connection may set (in `settings`, beside the sync settings)."""
+
+    name: str
+    label: str
+    type: Literal["integer", "number", "object"]
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    # For "object": the keys it may have (None: any) and what each value holds.
+    keys: tuple[str, ...] | None = None
+    values: Literal["string", "strings"] | None = None
+    help: str | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not acceptable, or None."""
+        if self.type in ("integer", "number"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or (
+                self.type == "integer" and not isinstance(value, int)
+            ):
+                return f"must be an {self.type}" if self.type == "integer" else "must be a number"
+            if self.minimum is not None and value < self.minimum:
+                return f"must be at least {self.minimum:g}"
+            if self.maximum is not None and value > self.maximum:
+                return f"must be at most {self.maximum:g}"
+            return None
+        if not isinstance(value, dict):
+            return "must be an object"
+        for key, item in value.items():
+            if not isinstance(key, str) or not key or len(key) > 200:
+                return "keys must be non-empty strings"
+            if self.keys is not None and key not in self.keys:
+                return f"'{key}' is not one of: {', '.join(self.keys)}"
+            if self.values == "string" and not (isinstance(item, str) and 0 < len(item) <= 200):
+                return f"'{key}' must be a non-empty string"
+            if self.values == "strings" and not (
+                isinstance(item, list) and len(item) <= 200
+                and all(isinstance(v, str) and 0 < len(v) <= 200 for v in item)
+            ):
+                return f"'{key}' must be a list of non-empty strings"
+        return None
+
+
+def page_size_setting(maximum: int, default: int = 100) -> SettingField:
+    return SettingField("page_size", "Records per page", "integer", default, 1, maximum,
+                        help="Records asked for per request to the system")
+
+
+TIMEOUT_SETTING = SettingField("timeout", "Request timeout (seconds)", "number", 10, 1, 120,
+                               help="Seconds each request to the system may take")
+
+
+@dataclass(frozen=True)
 class AccountInfo:
     """What a successful credential check learned about the remote account."""
 
@@ -131,6 +184,23 @@ class Connector:
     # False: the system never reports deletions in its change feed, so the sync engine
     # finds them by periodic full reconciliation (ids no longer listed).
     reports_deletions: ClassVar[bool] = True
+    # Connector settings a connection may set; listed by `GET /api/v1/integrations`.
+    setting_fields: ClassVar[tuple[SettingField, ...]] = ()
+
+    @classmethod
+    def settings_problems(cls, settings: Mapping[str, Any]) -> dict[str, str]:
+        """`{setting: why}` for every connector setting in `settings` that is unknown or
+        not acceptable."""
+        fields = {f.name: f for f in cls.setting_fields}
+        problems: dict[str, str] = {}
+        for name, value in settings.items():
+            spec = fields.get(name)
+            if spec is None:
+                known = ", ".join(sorted(fields)) or "none"
+                problems[name] = f"not a setting of {cls.slug} (its settings: {known})"
+            elif (why := spec.problem(value)) is not None:
+                problems[name] = why
+        return problems
 
     def __init__(
         self,

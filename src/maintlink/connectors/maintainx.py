@@ -28,12 +28,15 @@ from typing import Any, ClassVar
 import httpx
 
 from maintlink.connectors.base import (
+    TIMEOUT_SETTING,
     AccountInfo,
     Connector,
     ConnectorError,
     CredentialField,
     FailureKind,
     Page,
+    SettingField,
+    page_size_setting,
 )
 from maintlink.connectors.http import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -527,6 +530,9 @@ class MaintainXConnector(Connector):
         ),
     )
     writable_entities: ClassVar[tuple[str, ...]] = ("work_orders", "purchase_orders")
+    setting_fields: ClassVar[tuple[SettingField, ...]] = (
+        page_size_setting(MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE), TIMEOUT_SETTING,
+    )
     reports_deletions: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

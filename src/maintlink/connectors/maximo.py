@@ -35,12 +35,16 @@ from typing import Any, ClassVar
 import httpx
 
 from maintlink.connectors.base import (
+    ENTITIES,
+    TIMEOUT_SETTING,
     AccountInfo,
     Connector,
     ConnectorError,
     CredentialField,
     FailureKind,
     Page,
+    SettingField,
+    page_size_setting,
 )
 from maintlink.connectors.http import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -627,6 +631,17 @@ class MaximoConnector(Connector):
         ),
     )
     writable_entities: ClassVar[tuple[str, ...]] = ("work_orders", "purchase_orders")
+    setting_fields: ClassVar[tuple[SettingField, ...]] = (
+        page_size_setting(MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE), TIMEOUT_SETTING,
+        SettingField(
+            "object_structures", "Object structures", "object", keys=ENTITIES, values="string",
+            help="{entity: object structure} for cloned object structures",
+        ),
+        SettingField(
+            "custom_attributes", "Custom attributes", "object", keys=ENTITIES, values="strings",
+            help="{entity: [attribute, ...]} read into custom_fields",
+        ),
+    )
     docs_url: ClassVar[str | None] = (
         "https://ibm-maximo-dev.github.io/maximo-restapi-documentation/"
     )

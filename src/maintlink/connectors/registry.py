@@ -50,5 +50,19 @@ def describe(cls: type[Connector]) -> dict[str, Any]:
         "entities": list(cls.entities),
         "writable_entities": list(cls.writable_entities),
         "supports_writes": bool(cls.writable_entities),
+        "setting_fields": [
+            {
+                "name": f.name,
+                "label": f.label,
+                "type": f.type,
+                "default": f.default,
+                "minimum": f.minimum,
+                "maximum": f.maximum,
+                "keys": list(f.keys) if f.keys is not None else None,
+                "values": f.values,
+                "help": f.help,
+            }
+            for f in cls.setting_fields
+        ],
         "docs_url": cls.docs_url,
     }

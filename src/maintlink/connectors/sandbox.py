@@ -13,12 +13,15 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from maintlink.connectors.base import (
+    TIMEOUT_SETTING,
     AccountInfo,
     Connector,
     ConnectorError,
     CredentialField,
     FailureKind,
     Page,
+    SettingField,
+    page_size_setting,
 )
 from maintlink.connectors.http import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -377,6 +380,9 @@ class SandboxConnector(Connector):
         ),
     )
     writable_entities: ClassVar[tuple[str, ...]] = ("work_orders", "purchase_orders")
+    setting_fields: ClassVar[tuple[SettingField, ...]] = (
+        page_size_setting(MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE), TIMEOUT_SETTING,
+    )
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -36,11 +36,14 @@ from typing import Any, ClassVar
 import httpx
 
 from maintlink.connectors.base import (
+    TIMEOUT_SETTING,
     AccountInfo,
     ConnectorError,
     CredentialField,
     FailureKind,
     Page,
+    SettingField,
+    page_size_setting,
 )
 from maintlink.connectors.http import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -50,7 +53,11 @@ from maintlink.connectors.http import (
     error_message,
     parse_base_url,
 )
-from maintlink.connectors.oauth2 import OAuth2Client, OAuth2Connector
+from maintlink.connectors.oauth2 import (
+    DEFAULT_REFRESH_MARGIN_SECONDS,
+    OAuth2Client,
+    OAuth2Connector,
+)
 from maintlink.connectors.oauth2 import authorization_url as build_authorization_url
 
 SYSTEM = "SAP S/4HANA Cloud"
@@ -646,6 +653,14 @@ class SapS4HanaConnector(OAuth2Connector):
     )
     entities: ClassVar[tuple[str, ...]] = tuple(RESOURCES)
     writable_entities: ClassVar[tuple[str, ...]] = ("work_orders",)
+    setting_fields: ClassVar[tuple[SettingField, ...]] = (
+        page_size_setting(MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE), TIMEOUT_SETTING,
+        SettingField(
+            "token_refresh_margin_seconds", "Refresh margin (seconds)", "number",
+            DEFAULT_REFRESH_MARGIN_SECONDS, 0, 3600,
+            help="An access token is refreshed this long before it expires",
+        ),
+    )
     reports_deletions: ClassVar[bool] = False
     docs_url: ClassVar[str | None] = "https://api.sap.com/api/API_MAINTENANCEORDER/overview"
 

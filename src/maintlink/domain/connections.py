@@ -211,12 +211,53 @@ def provider_error(exc: ConnectorError) -> MaintlinkError:
     return MaintlinkError("PROVIDER_ERROR", exc.message)
 
 
+# maintlink's own settings; every other key of `settings` belongs to the connector.
+SYNC_SETTINGS = {"sync_interval_minutes": 15, "history_days": 90}
+
+
+def check_settings(integration: str, settings: Mapping[str, Any]) -> None:
+    """Refuse connector settings the integration does not have or cannot take."""
+    cls = get_connector_class(integration)
+    problems = cls.settings_problems(
+        {k: v for k, v in settings.items() if k not in SYNC_SETTINGS}
+    )
+    if problems:
+        raise MaintlinkError(
+            "VALIDATION_ERROR",
+            f"Settings not accepted by {integration}: {', '.join(sorted(problems))}.",
+            details={"errors": [{"location": f"body.settings.{name}", "message": why}
+                                for name, why in sorted(problems.items())]},
+        )
+
+
+async def update_settings(
+    conn: AsyncConnection, account_id: str, connection_id: str, changes: Mapping[str, Any],
+    now: datetime | None = None,
+) -> Row[Any]:
+    """Merge `changes` into the connection's settings; None puts a setting back to its
+    default. The next sync uses them; the schedule moves at the next run."""
+    row = await get_connection(conn, connection_id, account_id=account_id, for_update=True)
+    merged = dict(row.settings or {})
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+            if name in SYNC_SETTINGS:
+                merged[name] = SYNC_SETTINGS[name]
+        else:
+            merged[name] = value
+    check_settings(row.integration, merged)
+    await conn.execute(update(connections).where(connections.c.id == connection_id).values(
+        settings=merged, updated_at=now or utcnow()))
+    return await get_connection(conn, connection_id, account_id=account_id)
+
+
 async def validate_credentials(
     rt: Runtime, integration: str, credentials: Mapping[str, Any], settings: Mapping[str, Any]
 ) -> AccountInfo:
     """Check credentials live against the system, outside any transaction."""
     cls = get_connector_class(integration)
     check_credential_fields(cls, credentials)
+    check_settings(integration, settings)
     connector = cls(credentials, rt.http, settings)
     try:
         info = await connector.validate()

@@ -20,6 +20,7 @@ from maintlink.api.schemas import (
     ConnectionList,
     ConnectionSettings,
     ConnectionStatus,
+    ConnectionUpdate,
     ConnectionWithToken,
     DataDeleted,
     TokenRotated,
@@ -81,6 +82,22 @@ async def list_connections(
 async def get_connection(connection_id: str, principal: Admin, rt: RuntimeDep) -> Any:
     async with rt.engine.connect() as conn:
         row = await conns.get_connection(conn, connection_id, account_id=principal.account_id)
+    return conns.connection_view(row)
+
+
+@router.patch(
+    "/connections/{connection_id}", response_model=Connection,
+    summary="Change a connection's settings",
+)
+async def update_connection(
+    connection_id: str, body: ConnectionUpdate, principal: Admin, rt: RuntimeDep
+) -> Any:
+    """Changes only the settings named: sync settings, or the integration's connector
+    settings (`setting_fields` of its integration). A connector setting set to null goes back
+    to its default. The next sync uses the new settings."""
+    changes = body.settings.model_dump(exclude_unset=True)
+    async with rt.engine.begin() as conn:
+        row = await conns.update_settings(conn, principal.account_id, connection_id, changes)
     return conns.connection_view(row)
 
 
