@@ -17,12 +17,13 @@ from maintlink.api.read_cache import ReadCache
 from maintlink.app import create_app
 from maintlink.config import Settings
 from maintlink.domain import connections as conns
-from maintlink.domain.accounts import revoke_admin_key
+from maintlink.domain.accounts import create_admin_key, revoke_admin_key
 from maintlink.ids import hash_token
 from maintlink.runtime import Runtime, build_runtime
 from maintlink.store.change_watch import ChangeWatch
 from maintlink.store.db import create_engine
 from maintlink.store.tables import api_keys
+from maintlink.store.types import utcnow
 from tests.conftest import bearer, create_connection, serve_app
 
 
@@ -165,8 +166,23 @@ async def test_an_answer_read_before_a_change_is_not_kept(settings: Settings) ->
         assert cache.get("token", "h") is None
         cache.put("token", "h", "fresh", cache.generation)
         assert cache.get("token", "h") == "fresh"
-        async with engine.begin() as conn:  # any write to a watched table empties it
-            await conn.execute(api_keys.update().where(api_keys.c.id == "nobody").values(name="x"))
+        async with engine.begin() as conn:
+            _, key_id, _ = await create_admin_key(conn, "acme")
+        cache.put("token", "h", "fresh", cache.generation)
+        async with engine.begin() as conn:  # columns no cache reads, or no row: kept
+            await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id)
+                .values(name="renamed", last_used_at=utcnow())
+            )
+            await conn.execute(
+                api_keys.update().where(api_keys.c.id == "nobody").values(revoked_at=utcnow())
+            )
+        assert cache.get("token", "h") == "fresh"
+        async with engine.begin() as conn:  # a revocation: emptied
+            await conn.execute(
+                api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=utcnow())
+            )
         assert cache.get("token", "h") is None
         if engine.dialect.name == "postgresql":
             stop.set()

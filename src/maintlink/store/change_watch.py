@@ -4,9 +4,10 @@ changed, so that caches of those rows can drop what they hold.
 Three paths, so that a revoked key or a disconnected connection is refused at once and a
 status read is never older than the last committed change:
 
-* **This process.** Any UPDATE or DELETE on `api_keys` or `connections` calls the subscribers
-  when it runs and again when its connection goes back to the pool (after the commit), so
-  no cache keeps a row read while the change was committing.
+* **This process.** An UPDATE that writes a column caches read (`WATCHED_COLUMNS`), or a
+  DELETE, on `api_keys` or `connections` calls the subscribers when it runs and again when
+  its connection goes back to the pool (after the commit), so no cache keeps a row read
+  while the change was committing.
 * **Other processes on PostgreSQL.** Triggers (migration 0002) send `NOTIFY
   maintlink_changes` from the changing transaction, so only once it commits; `listen()`
   receives it. While that listener is not connected, `live` is false and caches must not
@@ -34,9 +35,32 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 log = logging.getLogger("maintlink.store")
 
 CHANNEL = "maintlink_changes"
-WATCHED_TABLES = frozenset({"api_keys", "connections"})
+# The columns caches read (who a key or token belongs to, what a status read shows). Writes
+# to other columns (sync leases, schedules, last_used_at) do not empty any cache; migration
+# 0002 watches the same columns.
+WATCHED_COLUMNS: dict[str, frozenset[str]] = {
+    "api_keys": frozenset({"key_hash", "account_id", "revoked_at"}),
+    "connections": frozenset({
+        "account_id", "token_hash", "status", "status_reason", "status_changed_at",
+        "last_checked_at", "last_error_code", "last_error_message", "last_error_at",
+    }),
+}
 _FLAG = "maintlink_watched_change"
 _MARKER_MAX = 4096  # bytes; the marker is replaced (new inode) when it grows past this
+
+
+def _sets_any(
+    clause: Update, multiparams: Any, params: Any, columns: frozenset[str]
+) -> bool:
+    """Whether an UPDATE may write one of `columns` (when unsure: yes)."""
+    named: set[str] = set()
+    for key in clause._values or ():  # the SET clause (no public accessor)
+        named.add(getattr(key, "key", None) or str(key))
+    for group in (multiparams or [], [params] if params else []):
+        for item in group:
+            if isinstance(item, dict):
+                named.update(item)
+    return not named or not named.isdisjoint(columns)
 
 
 def _set(event: asyncio.Event, *_args: object) -> None:
@@ -84,10 +108,18 @@ class ChangeWatch:
             return None
         return st.st_ino, st.st_size
 
-    def _after_execute(self, conn: Any, clause: Any, *_args: Any) -> None:
-        if isinstance(clause, Update | Delete) and clause.table.name in WATCHED_TABLES:
-            conn.info[_FLAG] = True  # the pooled connection's info, seen again at check-in
-            self.changed()
+    def _after_execute(
+        self, conn: Any, clause: Any, multiparams: Any, params: Any, _options: Any, result: Any
+    ) -> None:
+        if not isinstance(clause, Update | Delete):
+            return
+        watched = WATCHED_COLUMNS.get(clause.table.name)
+        if watched is None or result.rowcount == 0:
+            return
+        if isinstance(clause, Update) and not _sets_any(clause, multiparams, params, watched):
+            return
+        conn.info[_FLAG] = True  # the pooled connection's info, seen again at check-in
+        self.changed()
 
     def _checkin(self, _dbapi_conn: Any, record: Any) -> None:
         if record is not None and record.info.pop(_FLAG, False):

@@ -20,33 +20,49 @@ depends_on: str | Sequence[str] | None = None
 _FUNCTION = """
 CREATE OR REPLACE FUNCTION maintlink_notify_changes() RETURNS trigger AS $$
 BEGIN
+    -- One notification per transaction and table: PostgreSQL folds identical ones.
     PERFORM pg_notify('maintlink_changes', TG_TABLE_NAME);
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql
 """
 
-_TRIGGERS = {
-    "api_keys_changed": "AFTER UPDATE OR DELETE ON api_keys",
-    "connections_changed": "AFTER UPDATE OR DELETE ON connections",
+# The columns the caches read (see `maintlink.store.change_watch.WATCHED_COLUMNS`): writes to
+# other columns (sync leases every second, last_used_at) must not empty every cache.
+_WATCHED = {
+    "api_keys": ("key_hash", "account_id", "revoked_at"),
+    "connections": (
+        "account_id", "token_hash", "status", "status_reason", "status_changed_at",
+        "last_checked_at", "last_error_code", "last_error_message", "last_error_at",
+    ),
 }
+
+
+def _triggers() -> dict[str, tuple[str, str]]:
+    """name -> (table, definition)"""
+    out: dict[str, tuple[str, str]] = {}
+    for table, columns in _WATCHED.items():
+        old = ", ".join(f"OLD.{c}" for c in columns)
+        new = ", ".join(f"NEW.{c}" for c in columns)
+        out[f"{table}_changed"] = (
+            table,
+            f"AFTER UPDATE ON {table} FOR EACH ROW WHEN (({old}) IS DISTINCT FROM ({new}))",
+        )
+        out[f"{table}_deleted"] = (table, f"AFTER DELETE ON {table} FOR EACH ROW")
+    return out
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute(_FUNCTION)
-    for name, when in _TRIGGERS.items():
-        op.execute(
-            f"CREATE TRIGGER {name} {when} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION maintlink_notify_changes()"
-        )
+    for name, (_table, when) in _triggers().items():
+        op.execute(f"CREATE TRIGGER {name} {when} EXECUTE FUNCTION maintlink_notify_changes()")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for name, when in _TRIGGERS.items():
-        table = when.rsplit(" ", 1)[-1]
+    for name, (table, _when) in _triggers().items():
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
     op.execute("DROP FUNCTION IF EXISTS maintlink_notify_changes()")
