@@ -1163,6 +1163,8 @@ def report(
         f"{clients['httpx_cpu_ms'] / clients['aiohttp_cpu_ms']:.2f}x less",
     )
 
+    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    loop_name = "uvloop" if loop_name == "uvloop" else "asyncio's own loop"
     console = Console()
     console.width = max(console.width, 132)  # piped output: rich assumes 80 columns
     console.print(table)
@@ -1180,8 +1182,9 @@ def report(
         "no checkout). CPU: time.process_time() of the process over "
         "the phase, per delivery; the store server's CPU is not included. Latency: "
         "time.time() after the emitting commit -> time.time() when the receiver's handler "
-        "starts. The receiver is a separate process (aiohttp on uvloop); the workers run in "
-        "this process on the default asyncio loop, as `maintlink worker` does. "
+        "starts. The receiver is a separate process (aiohttp on uvloop); the workers and the "
+        f"ceiling loop run in this process on {loop_name}, as `maintlink worker` does "
+        "(--loop). "
         f"{os.cpu_count()} CPUs; a load average above that means other processes competed."
     )
 
@@ -1296,6 +1299,11 @@ def main() -> None:
     parser.add_argument(
         "--sign-seconds", type=float, default=0.5, help="length of one signing run (best of 3)"
     )
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop",
+        help="event loop of the workers and the ceiling loop: uvloop (as `maintlink worker` "
+        "runs when uvloop is installed) or asyncio's own",
+    )
     parser.add_argument("--_receiver", help=argparse.SUPPRESS)
     parser.add_argument("--_emitter", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -1314,7 +1322,7 @@ def main() -> None:
     children = Children()
     workdir = Path(tempfile.mkdtemp(prefix="maintlink-bench-webhooks-"))
     try:
-        asyncio.run(run_all(args, children, workdir))
+        _run_loop(run_all(args, children, workdir), fast=args.loop == "uvloop")
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         sys.exit(130)
