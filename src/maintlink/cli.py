@@ -131,10 +131,12 @@ def migrate(data_dir: DataDirOpt = None) -> None:
 
 
 async def _with_store(settings: Settings, fn: Any) -> Any:
+    from maintlink.store.change_watch import ChangeWatch
     from maintlink.store.db import create_engine
     from maintlink.store.db import migrate as do_migrate
 
     engine = create_engine(settings.effective_database_url)
+    ChangeWatch(engine)  # a key revoked here reaches running API processes' caches at once
     try:
         if settings.is_sqlite:
             await do_migrate(engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -120,6 +121,20 @@ def test_serve_starts_api_and_sandbox_and_stops_gracefully(env: dict[str, str]) 
                 time.sleep(0.1)
         else:
             pytest.fail("server did not start")
+        # A key the server has in its read cache, revoked from another process (this CLI),
+        # is refused by the very next request. (Before any connection exists, so that no
+        # background work empties the cache meanwhile.)
+        other = run("admin", "create-key", env=env).stdout.strip().splitlines()[-1]
+        oh = {"Authorization": f"Bearer {other}"}
+        assert [httpx.get(f"{base}/api/v1/integrations", headers=oh).status_code
+                for _ in range(2)] == [200, 200]
+        listed = [json.loads(line) for line in
+                  run("admin", "list-keys", "--json", env=env).stdout.splitlines()]
+        run("admin", "revoke-key", next(k["id"] for k in listed
+                                        if k["hint"].endswith(other[-4:])), env=env)
+        refused = httpx.get(f"{base}/api/v1/integrations", headers=oh)
+        assert refused.status_code == 401, refused.text
+
         key = run("admin", "create-key", env=env).stdout.strip().splitlines()[-1]
         h = {"Authorization": f"Bearer {key}"}
         r = httpx.post(f"{base}/api/v1/connections", headers=h, json={
