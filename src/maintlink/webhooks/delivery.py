@@ -340,6 +340,9 @@ class DeliveryWorker:
         self.rng = rng or random.Random()  # jitter, not security
         self.listen = listen
         self._allowed = urls.parse_allowed_networks(self.settings.webhook_allowed_networks)
+        # Deliveries this worker holds a lease on: every write of them checks it.
+        self._mine = and_(deliveries.c.lease_owner == self.worker_id,
+                          deliveries.c.status == "delivering")
         self._session: aiohttp.ClientSession | None = None
         cap = self.settings.webhook_endpoint_concurrency
         self._hold_max = max(1, prefetch) * cap
@@ -469,10 +472,7 @@ class DeliveryWorker:
             async with self.rt.engine.begin() as conn:
                 await conn.execute(
                     update(deliveries)
-                    .where(
-                        deliveries.c.lease_owner == self.worker_id,
-                        deliveries.c.status == "delivering",
-                    )
+                    .where(self._mine)
                     .values(
                         status="pending", lease_owner=None, lease_expires_at=None, updated_at=now
                     )
@@ -824,11 +824,7 @@ class DeliveryWorker:
             row = (
                 await conn.execute(
                     update(deliveries)
-                    .where(
-                        deliveries.c.id == job.id,
-                        deliveries.c.lease_owner == self.worker_id,
-                        deliveries.c.status == "delivering",
-                    )
+                    .where(deliveries.c.id == job.id, self._mine)
                     .values(lease_expires_at=until)
                     .returning(deliveries.c.id)
                 )
@@ -1049,11 +1045,7 @@ class DeliveryWorker:
                 (
                     await conn.execute(
                         update(d)
-                        .where(
-                            d.c.id.in_([s.job.id for s in batch]),
-                            d.c.lease_owner == self.worker_id,
-                            d.c.status == "delivering",
-                        )
+                        .where(d.c.id.in_([s.job.id for s in batch]), self._mine)
                         .values(updated_at=now)
                         .returning(d.c.id)
                     )
@@ -1124,11 +1116,7 @@ class DeliveryWorker:
         ours = (
             await conn.execute(
                 update(d)
-                .where(
-                    d.c.id == job.id,
-                    d.c.lease_owner == self.worker_id,
-                    d.c.status == "delivering",
-                )
+                .where(d.c.id == job.id, self._mine)
                 .values(updated_at=now)
                 .returning(d.c.id)
             )
