@@ -21,8 +21,8 @@ import binascii
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -47,6 +47,7 @@ from maintlink.connectors.http import (
     json_body,
     parse_base_url,
 )
+from maintlink.connectors.values import parse_datetime, parse_decimal
 
 SYSTEM = "MaintainX"
 DEFAULT_BASE_URL = "https://api.getmaintainx.com"
@@ -111,27 +112,9 @@ CENTS = Decimal(100)
 # -- value helpers ---------------------------------------------------------------------------
 
 
-def _datetime(value: Any) -> datetime | None:
-    """ISO 8601 string (or date) as an aware UTC datetime; None for empty or unreadable."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def _iso(value: Any) -> str | None:
     """A unified datetime as MaintainX's wire format (UTC, milliseconds, `Z`)."""
-    parsed = _datetime(value)
+    parsed = parse_datetime(value)
     if value is not None and parsed is None:
         raise ValueError(f"not a date/time: {value!r}")
     if parsed is None:
@@ -139,22 +122,12 @@ def _iso(value: Any) -> str | None:
     return parsed.strftime("%Y-%m-%dT%H:%M:%S.") + f"{parsed.microsecond // 1000:03d}Z"
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return number if number.is_finite() else None
-
-
 def _money(cents: Any, text: Any = None) -> Decimal | None:
     """MaintainX amounts: a decimal string when it sends one, else integer cents."""
-    exact = _decimal(text)
+    exact = parse_decimal(text)
     if exact is not None:
         return exact.normalize()
-    amount = _decimal(cents)
+    amount = parse_decimal(cents)
     return None if amount is None else (amount / CENTS).normalize()
 
 
@@ -188,9 +161,9 @@ def _int_id(value: Any, label: str) -> int:
 def _common(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "remote_id": str(raw["id"]),
-        "created_at": _datetime(raw.get("createdAt")),
-        "updated_at": _datetime(raw.get("updatedAt")),
-        "remote_deleted_at": _datetime(raw.get("deletedAt")),
+        "created_at": parse_datetime(raw.get("createdAt")),
+        "updated_at": parse_datetime(raw.get("updatedAt")),
+        "remote_deleted_at": parse_datetime(raw.get("deletedAt")),
     }
 
 
@@ -228,9 +201,9 @@ def _map_work_order(raw: Mapping[str, Any]) -> dict[str, Any]:
         "location_id": _str(raw.get("locationId")),
         "assignee_user_ids": _assignees(raw, "USER"),
         "team_ids": _assignees(raw, "TEAM"),
-        "due_at": _datetime(raw.get("dueDate")),
-        "started_at": _datetime(raw.get("startedAt")),
-        "completed_at": _datetime(raw.get("completedAt")),
+        "due_at": parse_datetime(raw.get("dueDate")),
+        "started_at": parse_datetime(raw.get("startedAt")),
+        "completed_at": parse_datetime(raw.get("completedAt")),
         "parent_work_order_id": _str(raw.get("parentId")),
         "custom_fields": _custom(raw),
     }
@@ -288,9 +261,9 @@ def _map_location(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _map_part(raw: Mapping[str, Any]) -> dict[str, Any]:
     stock = [loc for loc in _list(raw.get("locations")) if isinstance(loc, Mapping)]
-    on_hand = _decimal(raw.get("availableQuantity"))
+    on_hand = parse_decimal(raw.get("availableQuantity"))
     if on_hand is None and stock:
-        amounts = [_decimal(loc.get("availableQuantity")) for loc in stock]
+        amounts = [parse_decimal(loc.get("availableQuantity")) for loc in stock]
         on_hand = sum((a for a in amounts if a is not None), Decimal(0))
     vendors = [v for v in _list(raw.get("vendors")) if isinstance(v, Mapping)]
     vendor_ids = [str(v["vendorId"]) for v in vendors if v.get("vendorId") is not None]
@@ -306,9 +279,9 @@ def _map_part(raw: Mapping[str, Any]) -> dict[str, Any]:
         "unit_cost": _money(raw.get("unitCost"), raw.get("unitCostDecimal")),
         "currency": None,  # amounts are in the organization's currency
         "qty_on_hand": on_hand,
-        "qty_min": _decimal(raw.get("minimumQuantity")),
-        "qty_reserved": _decimal(raw.get("reservedQuantity")),
-        "qty_on_order": _decimal(raw.get("orderedQuantity")),
+        "qty_min": parse_decimal(raw.get("minimumQuantity")),
+        "qty_reserved": parse_decimal(raw.get("reservedQuantity")),
+        "qty_on_order": parse_decimal(raw.get("orderedQuantity")),
         "stock_location_id": _str(location),
         "vendor_ids": vendor_ids or [str(v) for v in _list(raw.get("vendorIds"))],
         "custom_fields": _custom(raw),
@@ -321,7 +294,7 @@ def _purchase_order_total(items: list[Mapping[str, Any]], costs: list[Any]) -> D
     for item in items:
         price = _money(item.get("price"), item.get("priceDecimal"))
         if price is None:
-            quantity = _decimal(item.get("quantityOrdered"))
+            quantity = parse_decimal(item.get("quantityOrdered"))
             unit = _money(item.get("unitCost"), item.get("unitCostDecimal"))
             if quantity is None or unit is None:
                 return None
@@ -331,7 +304,7 @@ def _purchase_order_total(items: list[Mapping[str, Any]], costs: list[Any]) -> D
     for cost in costs:
         if not isinstance(cost, Mapping):
             continue
-        amount = _decimal(cost.get("amount")) or Decimal(0)
+        amount = parse_decimal(cost.get("amount")) or Decimal(0)
         if cost.get("type") == "AMOUNT_TAXABLE":
             taxable += amount / CENTS
         elif cost.get("type") == "AMOUNT_NON_TAXABLE":
@@ -348,8 +321,8 @@ def _map_purchase_order(raw: Mapping[str, Any]) -> dict[str, Any]:
             "remote_id": _str(item.get("id")),
             "part_id": _str(item.get("partId")),
             "description": item.get("name"),
-            "qty_ordered": _decimal(item.get("quantityOrdered")),
-            "qty_received": _decimal(item.get("quantityReceived")),
+            "qty_ordered": parse_decimal(item.get("quantityOrdered")),
+            "qty_received": parse_decimal(item.get("quantityReceived")),
             "unit_price": _money(item.get("unitCost"), item.get("unitCostDecimal")),
         }
         for item in items
@@ -364,8 +337,8 @@ def _map_purchase_order(raw: Mapping[str, Any]) -> dict[str, Any]:
         "vendor_id": _str(raw.get("vendorId")),
         "currency": None,  # amounts are in the organization's currency
         "total_amount": _purchase_order_total(items, _list(raw.get("costs"))),
-        "ordered_at": _datetime(raw.get("approvalDate")),
-        "due_at": _datetime(raw.get("dueDate")),
+        "ordered_at": parse_datetime(raw.get("approvalDate")),
+        "due_at": parse_datetime(raw.get("dueDate")),
         "lines": lines,
         "custom_fields": _custom(raw),
     }
@@ -456,10 +429,10 @@ class _Listing:
 
     def take(self, items: list[dict[str, Any]]) -> tuple[_Listing, list[dict[str, Any]], bool]:
         """The records of one page this listing keeps, and whether the listing is done."""
-        top, top_ids = _datetime(self.top), list(self.top_ids)
-        last, scan = _datetime(self.last), self.scan
+        top, top_ids = parse_datetime(self.top), list(self.top_ids)
+        last, scan = parse_datetime(self.last), self.scan
         for raw in items:
-            stamp = _datetime(raw.get("updatedAt"))
+            stamp = parse_datetime(raw.get("updatedAt"))
             if stamp is None:
                 continue
             if self.pages == 0 and (top is None or stamp == top):
@@ -468,10 +441,10 @@ class _Listing:
             if last is not None and stamp > last:
                 scan = True  # not newest-first: the order cannot tell us where to stop
             last = stamp
-        since, seen = _datetime(self.since), set(self.seen)
+        since, seen = parse_datetime(self.since), set(self.seen)
         kept, older = [], False
         for raw in items:
-            stamp = _datetime(raw.get("updatedAt"))
+            stamp = parse_datetime(raw.get("updatedAt"))
             if (
                 since is not None
                 and stamp is not None
@@ -686,7 +659,7 @@ class MaintainXConnector(Connector):
         if cursor:
             listing = _Listing.decode(entity, cursor)
         else:
-            since = _datetime(modified_since)
+            since = parse_datetime(modified_since)
             listing = _Listing(entity, since=since.isoformat() if since else None)
         while True:
             params: list[tuple[str, Any]] = [("limit", limit), ("sort", "-updatedAt")]
@@ -993,11 +966,11 @@ def _purchase_order_body(fields: Mapping[str, Any]) -> dict[str, Any]:
     for line in lines:
         if not isinstance(line, Mapping):
             raise ValueError("each line must be an object")
-        quantity = _decimal(line.get("qty_ordered"))
+        quantity = parse_decimal(line.get("qty_ordered"))
         if quantity is None or quantity <= 0:
             raise ValueError("each line needs a positive qty_ordered")
         item: dict[str, Any] = {"quantityOrdered": float(quantity)}
-        price = _decimal(line.get("unit_price"))
+        price = parse_decimal(line.get("unit_price"))
         if price is not None:
             if price < 0:
                 raise ValueError("unit_price cannot be negative")

@@ -27,8 +27,8 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any, ClassVar
 
@@ -54,6 +54,7 @@ from maintlink.connectors.http import (
     parse_base_url,
     parse_retry_after,
 )
+from maintlink.connectors.values import parse_datetime, parse_decimal
 
 SYSTEM = "IBM Maximo"
 DEFAULT_PAGE_SIZE = 100
@@ -187,39 +188,12 @@ PO_STATUS_OUT = {"DRAFT": None, "PENDING_APPROVAL": None, "APPROVED": "APPR"}
 # -- value helpers --------------------------------------------------------------------------
 
 
-def _datetime(value: Any) -> datetime | None:
-    """Maximo's ISO 8601 (with the server's offset) as an aware UTC datetime."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def _iso(value: Any) -> str | None:
     """A datetime as Maximo takes it: seconds precision with an offset."""
-    parsed = _datetime(value)
+    parsed = parse_datetime(value)
     if value is not None and parsed is None:
         raise ValueError(f"not a date/time: {value!r}")
     return parsed.replace(microsecond=0).isoformat() if parsed else None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
 
 
 def _number(value: Any) -> int | float:
@@ -291,9 +265,9 @@ def _map_work_order(raw: Mapping[str, Any]) -> dict[str, Any]:
         "location_id": _key(site, raw.get("location")),
         "assignee_user_ids": _unique([raw.get("lead"), raw.get("owner")]),
         "team_ids": _unique([raw.get("persongroup"), raw.get("ownergroup")]),
-        "due_at": _datetime(raw.get("targcompdate")),
-        "started_at": _datetime(raw.get("actstart")),
-        "completed_at": _datetime(raw.get("actfinish")),
+        "due_at": parse_datetime(raw.get("targcompdate")),
+        "started_at": parse_datetime(raw.get("actstart")),
+        "completed_at": parse_datetime(raw.get("actfinish")),
         "parent_work_order_id": _key(site, raw.get("parent")),
     }
 
@@ -359,11 +333,11 @@ def _map_part(raw: Mapping[str, Any]) -> dict[str, Any]:
         "name": raw.get("description"),
         "part_number": _str(raw.get("itemnum")),
         "uom": raw.get("issueunit"),
-        "unit_cost": _decimal(cost),
+        "unit_cost": parse_decimal(cost),
         "currency": None,  # costs are in the organization's base currency (see validate)
-        "qty_on_hand": _decimal(raw.get("curbal")),
-        "qty_min": _decimal(raw.get("minlevel")),
-        "qty_reserved": _decimal(raw.get("reservedqty")),
+        "qty_on_hand": parse_decimal(raw.get("curbal")),
+        "qty_min": parse_decimal(raw.get("minlevel")),
+        "qty_reserved": parse_decimal(raw.get("reservedqty")),
         "qty_on_order": None,
         "stock_location_id": _key(raw.get("siteid"), raw.get("location")),
         "vendor_ids": [k for k in (_key(raw.get("orgid"), raw.get("vendor")),) if k],
@@ -383,9 +357,9 @@ def _map_purchase_order(raw: Mapping[str, Any]) -> dict[str, Any]:
                 line.get("tositeid") or site, line.get("storeloc"), line.get("itemnum")
             ),
             "description": line.get("description"),
-            "qty_ordered": _decimal(line.get("orderqty")),
-            "qty_received": _decimal(line.get("receivedqty")),
-            "unit_price": _decimal(line.get("unitcost")),
+            "qty_ordered": parse_decimal(line.get("orderqty")),
+            "qty_received": parse_decimal(line.get("receivedqty")),
+            "unit_price": parse_decimal(line.get("unitcost")),
         }
         for line in _children(raw, "poline")
     ]
@@ -396,9 +370,9 @@ def _map_purchase_order(raw: Mapping[str, Any]) -> dict[str, Any]:
         "remote_status": _str(raw.get("status")),
         "vendor_id": _key(raw.get("orgid"), raw.get("vendor")),
         "currency": raw.get("currencycode"),
-        "total_amount": _decimal(raw.get("totalcost")),
-        "ordered_at": _datetime(raw.get("orderdate")),
-        "due_at": _datetime(raw.get("requireddate")),
+        "total_amount": parse_decimal(raw.get("totalcost")),
+        "ordered_at": parse_datetime(raw.get("orderdate")),
+        "due_at": parse_datetime(raw.get("requireddate")),
         "lines": lines,
     }
 
@@ -516,7 +490,7 @@ class _Position:
             raise invalid from exc
         valid = (
             position.entity == entity
-            and (position.since is None or _datetime(position.since) is not None)
+            and (position.since is None or parse_datetime(position.since) is not None)
             and (position.last_id is None or type(position.last_id) is int)
             and isinstance(position.ties, bool)
             and (not position.ties or position.since is not None)
@@ -527,7 +501,7 @@ class _Position:
 
     @property
     def since_time(self) -> datetime | None:
-        return _datetime(self.since)
+        return parse_datetime(self.since)
 
     def where(self, spec: Spec) -> list[str]:
         change, clauses = spec.change_attr, []
@@ -791,7 +765,7 @@ class MaximoConnector(Connector):
         if cursor:
             position = _Position.decode(entity, cursor)
         elif modified_since is not None and spec.change_attr is not None:
-            since = _datetime(modified_since)
+            since = parse_datetime(modified_since)
             position = _Position(entity, since=_iso(_second(since)) if since else None)
         else:
             position = _Position(entity)
@@ -828,8 +802,8 @@ class MaximoConnector(Connector):
         custom = {name: raw[name] for name in chosen if name in raw}
         return {
             "remote_id": record_key(entity, raw),
-            "created_at": _datetime(raw.get(spec.created_attr)) if spec.created_attr else None,
-            "updated_at": _datetime(raw.get(spec.change_attr)) if spec.change_attr else None,
+            "created_at": parse_datetime(raw.get(spec.created_attr)) if spec.created_attr else None,
+            "updated_at": parse_datetime(raw.get(spec.change_attr)) if spec.change_attr else None,
             "remote_deleted_at": None,  # Maximo lists no deleted records
             **mapped,
             "custom_fields": custom,
@@ -1003,7 +977,7 @@ def _record_id(spec: Spec, member: Mapping[str, Any]) -> int:
 def _full_key(spec: Spec, member: Mapping[str, Any]) -> tuple[datetime | None, int]:
     changed = None
     if spec.change_attr is not None:
-        changed = _datetime(member.get(spec.change_attr))
+        changed = parse_datetime(member.get(spec.change_attr))
         if changed is None:
             raise ConnectorError(
                 FailureKind.PROVIDER_ERROR,

@@ -7,8 +7,7 @@ change filter that also returns deletions (`deletedAt`), camelCase fields, ISO 8
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -29,6 +28,7 @@ from maintlink.connectors.http import (
     parse_base_url,
     send,
 )
+from maintlink.connectors.values import parse_datetime, parse_decimal
 
 SYSTEM = "Sandbox CMMS"
 DEFAULT_PAGE_SIZE = 100
@@ -72,39 +72,12 @@ PURCHASE_ORDER_STATUS = {
 PURCHASE_ORDER_STATUS_OUT = {v: k for k, v in PURCHASE_ORDER_STATUS.items()}
 
 
-def _datetime(value: Any) -> datetime | None:
-    """ISO 8601 string (or date) as an aware UTC datetime; None for empty or unreadable."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-    else:
-        try:
-            parsed = datetime.fromisoformat(str(value).strip())
-        except ValueError:
-            return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
 def _iso(value: Any) -> str | None:
     """A unified datetime (or ISO string) as the sandbox's wire format."""
-    parsed = _datetime(value)
+    parsed = parse_datetime(value)
     if value is not None and parsed is None:
         raise ValueError(f"not a date/time: {value!r}")
     return parsed.isoformat().replace("+00:00", "Z") if parsed else None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
 
 
 def _str(value: Any) -> str | None:
@@ -118,9 +91,9 @@ def _ids(values: Any) -> list[str]:
 def _common(raw: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "remote_id": str(raw["id"]),
-        "created_at": _datetime(raw.get("createdAt")),
-        "updated_at": _datetime(raw.get("updatedAt")),
-        "remote_deleted_at": _datetime(raw.get("deletedAt")),
+        "created_at": parse_datetime(raw.get("createdAt")),
+        "updated_at": parse_datetime(raw.get("updatedAt")),
+        "remote_deleted_at": parse_datetime(raw.get("deletedAt")),
     }
 
 
@@ -146,9 +119,9 @@ def _map_work_order(raw: Mapping[str, Any]) -> dict[str, Any]:
         "location_id": _str(raw.get("locationId")),
         "assignee_user_ids": _ids(raw.get("assigneeIds")),
         "team_ids": [],
-        "due_at": _datetime(raw.get("dueDate")),
-        "started_at": _datetime(raw.get("startedAt")),
-        "completed_at": _datetime(raw.get("completedAt")),
+        "due_at": parse_datetime(raw.get("dueDate")),
+        "started_at": parse_datetime(raw.get("startedAt")),
+        "completed_at": parse_datetime(raw.get("completedAt")),
         "parent_work_order_id": _str(raw.get("parentId")),
         "custom_fields": _custom(raw),
     }
@@ -189,12 +162,12 @@ def _map_part(raw: Mapping[str, Any]) -> dict[str, Any]:
         "name": raw.get("name"),
         "part_number": raw.get("partNumber"),
         "uom": raw.get("unit"),
-        "unit_cost": _decimal(raw.get("unitCost")),
+        "unit_cost": parse_decimal(raw.get("unitCost")),
         "currency": raw.get("currency"),
-        "qty_on_hand": _decimal(raw.get("availableQuantity")),
-        "qty_min": _decimal(raw.get("minimumQuantity")),
-        "qty_reserved": _decimal(raw.get("reservedQuantity")),
-        "qty_on_order": _decimal(raw.get("orderedQuantity")),
+        "qty_on_hand": parse_decimal(raw.get("availableQuantity")),
+        "qty_min": parse_decimal(raw.get("minimumQuantity")),
+        "qty_reserved": parse_decimal(raw.get("reservedQuantity")),
+        "qty_on_order": parse_decimal(raw.get("orderedQuantity")),
         "stock_location_id": _str(raw.get("locationId")),
         "vendor_ids": _ids(raw.get("vendorIds")),
         "custom_fields": {},
@@ -207,9 +180,9 @@ def _map_purchase_order(raw: Mapping[str, Any]) -> dict[str, Any]:
             "remote_id": _str(item.get("id")),
             "part_id": _str(item.get("partId")),
             "description": item.get("description"),
-            "qty_ordered": _decimal(item.get("quantity")),
-            "qty_received": _decimal(item.get("quantityReceived")),
-            "unit_price": _decimal(item.get("unitCost")),
+            "qty_ordered": parse_decimal(item.get("quantity")),
+            "qty_received": parse_decimal(item.get("quantityReceived")),
+            "unit_price": parse_decimal(item.get("unitCost")),
         }
         for item in raw.get("items") or []
         if isinstance(item, Mapping)
@@ -222,9 +195,9 @@ def _map_purchase_order(raw: Mapping[str, Any]) -> dict[str, Any]:
         "remote_status": status,
         "vendor_id": _str(raw.get("vendorId")),
         "currency": raw.get("currency"),
-        "total_amount": _decimal(raw.get("totalCost")),
-        "ordered_at": _datetime(raw.get("orderedAt")),
-        "due_at": _datetime(raw.get("dueDate")),
+        "total_amount": parse_decimal(raw.get("totalCost")),
+        "ordered_at": parse_datetime(raw.get("orderedAt")),
+        "due_at": parse_datetime(raw.get("dueDate")),
         "lines": lines,
         "custom_fields": {},
     }
