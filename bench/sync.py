@@ -35,20 +35,20 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _children import Children, exit_when_parent_goes, pg_admin
 from maintlink.sandbox import data as sandbox_data
 
 PG_ADMIN_URL = os.environ.get(
@@ -74,20 +74,10 @@ def size_for(records: int) -> int:
     return size
 
 
-def _exit_when_parent_goes() -> None:
-    """Children get SIGTERM from the kernel when the parent dies (Linux prctl)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl
-        sys.exit(1)
-
 
 def sandbox_main(size: int) -> None:
     """Child: generate, serve on a free port, print {"port", "generate_seconds"}, serve on."""
-    _exit_when_parent_goes()
+    exit_when_parent_goes()
     from maintlink.sandbox.server import build_sandbox_server
     from maintlink.sandbox.state import DEMO_API_KEY, SandboxState
 
@@ -453,7 +443,7 @@ async def worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_main(raw: str) -> None:
-    _exit_when_parent_goes()
+    exit_when_parent_goes()
     result = asyncio.run(worker(json.loads(raw)))
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -461,22 +451,12 @@ def worker_main(raw: str) -> None:
 # --- stores ----------------------------------------------------------------------------------
 
 
-async def _pg_admin(*statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=10)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
 
 def fresh_store(store: str, workdir: Path, label: str) -> str:
     if store == "sqlite":
         return f"sqlite+aiosqlite:///{workdir / f'{label}.db'}"
     asyncio.run(
-        _pg_admin(
+        pg_admin(PG_ADMIN_URL,
             f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
             f'CREATE DATABASE "{PG_DATABASE}"',
         )
@@ -487,44 +467,12 @@ def fresh_store(store: str, workdir: Path, label: str) -> str:
 def drop_store(store: str) -> None:
     if store == "postgresql":
         with contextlib.suppress(Exception):
-            asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'))
+            drop = f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)'
+            asyncio.run(pg_admin(PG_ADMIN_URL, drop))
 
 
 # --- the orchestrator ------------------------------------------------------------------------
 
-
-@dataclass
-class Children:
-    """Child processes, each in its own session so Ctrl-C reaches only this process."""
-
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
 
 
 def _rss_of(pid: int) -> int:
@@ -735,7 +683,7 @@ def main() -> None:
     sizes = {"records": args.records}
     if args.big:
         sizes["big"] = args.big
-    children = Children()
+    children = Children(__file__)
     workdir = Path(tempfile.mkdtemp(prefix="maintlink-bench-sync-"))
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()

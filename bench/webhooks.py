@@ -64,6 +64,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "src"))
 
+from _children import Children, exit_when_parent_goes, pg_admin  # noqa: E402 (bench/)
+
 PG_ADMIN_URL = os.environ.get(
     "MAINTLINK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -78,51 +80,6 @@ STALL_SECONDS = 30.0  # no delivery recorded for this long: give up
 # --- child processes ---------------------------------------------------------------------------
 
 
-def _exit_when_parent_goes() -> None:
-    """Children get SIGTERM from the kernel when the parent dies (Linux prctl)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl
-        sys.exit(1)
-
-
-@dataclass
-class Children:
-    """Child processes, each in its own session so Ctrl-C reaches only this process."""
-
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
 
 
 def _read_line(proc: subprocess.Popen[bytes], prefix: str) -> str:
@@ -160,7 +117,7 @@ def receiver_main(raw: str) -> None:
 
     ``GET /_stats`` returns the counts (and, with ``?arrivals=1``, the first arrival time of each
     webhook-id); ``POST /_reset`` forgets everything."""
-    _exit_when_parent_goes()
+    exit_when_parent_goes()
     from aiohttp import web
 
     cfg = json.loads(raw)
@@ -327,7 +284,7 @@ async def run_emit(rt: Any, account_id: str, plan: dict[str, Any]) -> dict[str, 
 
 def emitter_main(raw: str) -> None:
     """Child: a runtime on the store; prints READY, emits on ``go`` (stdin), prints RESULT."""
-    _exit_when_parent_goes()
+    exit_when_parent_goes()
     cfg = json.loads(raw)
 
     async def main() -> None:
@@ -434,16 +391,6 @@ def settings_for(database_url: str, workdir: Path, secret_key: str, **extra: Any
     )
 
 
-async def _pg_admin(*statements: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=10)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
 
 async def fresh_store(store: str, workdir: Path) -> str:
     from maintlink.store.db import create_engine, migrate
@@ -451,7 +398,7 @@ async def fresh_store(store: str, workdir: Path) -> str:
     if store == "sqlite":
         url = f"sqlite+aiosqlite:///{workdir / 'webhooks.db'}"
     else:
-        await _pg_admin(
+        await pg_admin(PG_ADMIN_URL,
             f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)',
             f'CREATE DATABASE "{PG_DATABASE}"',
         )
@@ -472,7 +419,7 @@ async def fresh_store(store: str, workdir: Path) -> str:
 async def drop_store(store: str) -> None:
     if store == "postgresql":
         with contextlib.suppress(Exception):
-            await _pg_admin(f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
+            await pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{PG_DATABASE}" WITH (FORCE)')
 
 
 @dataclass
@@ -1319,7 +1266,7 @@ def main() -> None:
     # A plain `kill` cleans up like Ctrl-C does (children also get SIGTERM if this one dies).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
-    children = Children()
+    children = Children(__file__)
     workdir = Path(tempfile.mkdtemp(prefix="maintlink-bench-webhooks-"))
     try:
         _run_loop(run_all(args, children, workdir), fast=args.loop == "uvloop")
