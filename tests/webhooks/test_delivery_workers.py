@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,7 +19,9 @@ import standardwebhooks
 import trustme
 
 from maintlink.config import Settings
+from maintlink.domain.events import emit
 from maintlink.webhooks.delivery import PREFETCH, DeliveryWorker
+from maintlink.webhooks.delivery_pg import claim_sql
 from tests.webhooks.receivers import (
     Received,
     Reply,
@@ -217,6 +221,61 @@ async def test_two_workers_never_deliver_the_same_delivery_twice(
     assert all(a.success == 1 and a.attempt_number == 1 for a in tries)
     assert sum(w.attempted for w in workers) == expected
     assert rx.max_in_flight <= 2 * 3 * 4  # two workers x three endpoints x the cap
+
+
+async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
+    make_store: StoreFactory, database_url: str
+) -> None:
+    """Statistics taken while the table was empty make a bitmap scan of every due row look
+    cheapest; the claim must still walk the due index in order and stop after its window."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the claim statement and its planner settings are PostgreSQL's")
+    s = await make_store()
+    ep, _ = await new_endpoint(s.rt, s.account_id, "https://receiver.example/hook")
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute("ANALYZE deliveries")
+        backlog = await admin.fetchval("SELECT count(*) FROM deliveries")
+        for _ in range(4):  # a backlog well past the window, still "empty" to the planner
+            async with s.rt.engine.begin() as conn:
+                for _ in range(100):
+                    await emit(conn, account_id=s.account_id, type="webhook.test",
+                               data={"endpoint_id": ep, "message": "m"},
+                               only_endpoint_id=ep, now=s.clock())
+        backlog += 400
+    finally:
+        await admin.close()
+    worker = s.worker()
+    try:
+        now = s.clock()
+        conn = await worker._links()[0]._connection()  # the claiming session, as configured
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            [[plan]] = await conn.fetch(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + claim_sql(worker._window, False),
+                now, now + timedelta(seconds=60), worker.worker_id, [], [], [],
+                worker._hold_max, 10, False,
+            )
+        finally:
+            await tx.rollback()
+    finally:
+        await worker.aclose()
+
+    scans: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == "deliveries":
+            scans.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(json.loads(plan)[0]["Plan"])
+    due = [n for n in scans if n.get("Index Name") == "ix_deliveries_status_next_attempt_at"]
+    assert due and due[0]["Node Type"] == "Index Scan", scans
+    assert due[0]["Actual Rows"] <= worker._window < backlog
+    assert not [n for n in scans if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")]
 
 
 async def test_a_dead_endpoint_does_not_slow_a_healthy_one(

@@ -16,11 +16,14 @@ How it keeps its promises:
   cap ahead (``PREFETCH``) so that claims come in batches; an endpoint it holds that many of is
   left out of the claim, so a dead endpoint only ever occupies its own slots and a bounded
   number of leases.
-* **Cheap.** Successes are recorded in batches: a flusher task writes every success that
-  arrived while the previous batch was being committed (on PostgreSQL up to
-  ``RECORD_WRITERS`` batches at once). On PostgreSQL, claims and those batches are single
-  statements on the worker's own asyncpg connections (``delivery_pg``); failures, which decide
-  retries and disabling, are recorded one by one through the engine.
+* **Cheap.** Successes are recorded in batches of up to ``RECORD_BATCH``: a flusher task
+  writes every success that arrived while the previous batch was being committed; on
+  PostgreSQL a batch also waits up to ``RECORD_LINGER_SECONDS`` for company (a commit costs
+  more than its rows), and more writers start only when a full batch is waiting (up to
+  ``RECORD_WRITERS``). On PostgreSQL, claims and those batches are single statements on the
+  worker's own asyncpg connections (``delivery_pg``), and claims look for run-out leases only
+  every ``EXPIRED_CHECK_SECONDS`` and on every poll; failures, which decide retries and
+  disabling, are recorded one by one through the engine.
 
 Outcomes: any 2xx succeeds; anything else fails with a kind (``FAILURE_KINDS``) and is retried on
 the schedule in ``schedule.py`` until it is exhausted. 410 Gone, or failing continuously for
@@ -72,7 +75,7 @@ from maintlink.ids import new_id
 from maintlink.runtime import Runtime
 from maintlink.store.tables import attempts, deliveries, events, webhook_endpoints
 from maintlink.webhooks import signing, urls, wakeup
-from maintlink.webhooks.delivery_pg import CLAIM_SQL, RECORD_SUCCESSES_SQL, PgLink
+from maintlink.webhooks.delivery_pg import RECORD_SUCCESSES_SQL, PgLink, claim_sql
 from maintlink.webhooks.schedule import retry_delay
 
 if TYPE_CHECKING:
@@ -123,12 +126,19 @@ LEASE_MARGIN_SECONDS = 5.0
 DRAIN_BYTES = 64 * 1024
 MAX_ERROR_CHARS = 2000
 # A worker holds (has leased) at most this many times an endpoint's concurrency cap of its
-# deliveries: enough for claims to come in batches, few enough that a dead endpoint's
-# prefetched deliveries are sent well within their lease (the lease is extended otherwise).
-PREFETCH = 4
+# deliveries: enough for claims to come in batches of half that, few enough that a dead
+# endpoint holds a bounded number of leases (extended when a wait for a slot is long).
+PREFETCH = 8
 # Batches of successes being written at once (PostgreSQL): more batches form and commit
 # while the first waits for its WAL flush.
 RECORD_WRITERS = 3
+# Successes recorded in one statement at most; a smaller batch waits up to the linger for
+# more (PostgreSQL): a commit, with its WAL flush, costs more than the rows it writes.
+RECORD_BATCH = 64
+RECORD_LINGER_SECONDS = 0.01
+# Leases that ran out (a crashed worker's deliveries) are looked for at most this often
+# (seconds) on PostgreSQL, and on every poll: finding them means walking every leased row.
+EXPIRED_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -346,6 +356,10 @@ class DeliveryWorker:
         self._session: aiohttp.ClientSession | None = None
         cap = self.settings.webhook_endpoint_concurrency
         self._hold_max = max(1, prefetch) * cap
+        # Due rows one claim looks at (PostgreSQL: a literal of the statement, so that its
+        # plan is kept) and so the most it claims at once.
+        self._window = max(16, 2 * self._hold_max)
+        self._expired_check_at = 0.0  # time.monotonic() of the next look for run-out leases
         # Claimed and not yet answered, per endpoint: waiting for a slot or in flight. What
         # is only waiting for its record to commit no longer counts against the endpoint.
         self._held: dict[str, int] = {}
@@ -363,6 +377,8 @@ class DeliveryWorker:
         self._successes: list[_Success] = []
         self._flushers: set[asyncio.Task[None]] = set()
         self._flusher_starting = False  # a flusher was started and has not taken a batch yet
+        self._lingering = False  # a flusher waits for its batch to fill
+        self._batch_full = asyncio.Event()
         self._pg: tuple[PgLink, list[PgLink]] | None = None  # (claims, records)
         self._pg_direct = rt.dialect == "postgresql" and rt.engine.dialect.driver == "asyncpg"
         self._url_checks: dict[str, tuple[str, str] | None] = {}
@@ -441,22 +457,26 @@ class DeliveryWorker:
     async def _loop(self) -> None:
         recheck_delays = RECHECK_DELAYS if self.rt.dialect != "postgresql" else ()
         rechecks: list[float] = []
+        polled = True  # the first claim and every poll also look for run-out leases
         while not self._stop.is_set():
             self._kick.clear()  # a kick during the claim stays set: no wake-up is lost
             try:
-                claimed = len(await self._claim_and_dispatch())
+                claimed = len(await self._claim_and_dispatch(expired=polled))
             except Exception:
                 log.exception("claiming deliveries failed")
                 claimed = 0
                 rechecks.clear()
+            polled = False
             if claimed and self._more:
                 rechecks.clear()
                 await asyncio.sleep(0)  # more may be due: claim again once the tasks started
                 continue
             delay = rechecks.pop(0) if rechecks else self.poll_interval
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._kick.wait(), delay)
                 rechecks = list(recheck_delays)
+            except TimeoutError:
+                polled = True
 
     async def _drain(self) -> None:
         if self._tasks:
@@ -480,7 +500,7 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Claim one batch, deliver it, and return how many deliveries were claimed."""
-        tasks = await self._claim_and_dispatch()
+        tasks = await self._claim_and_dispatch(expired=True)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         return len(tasks)
@@ -543,9 +563,17 @@ class DeliveryWorker:
             dsn = postgres_dsn(self.rt.engine.url)
             name = f"maintlink-delivery {self.worker_id}"[:63]
             # A claim lost in a server crash only means the row is pending again, so claims
-            # do not wait for the WAL flush; recorded attempts do.
+            # do not wait for the WAL flush; recorded attempts do. The claim must walk the
+            # due index in order and stop after its candidates, whatever the statistics say
+            # (a table analysed while empty makes a bitmap scan of every due row look cheap).
+            claim_settings = {
+                "synchronous_commit": "off",
+                "enable_bitmapscan": "off",
+                "enable_seqscan": "off",
+                "application_name": name,
+            }
             self._pg = (
-                PgLink(dsn, {"synchronous_commit": "off", "application_name": name}),
+                PgLink(dsn, claim_settings),
                 [PgLink(dsn, {"application_name": name}) for _ in range(RECORD_WRITERS)],
             )
         return self._pg
@@ -555,14 +583,16 @@ class DeliveryWorker:
         rate = endpoint.rate_limit_per_second
         return max(1, min(self._hold_max, rate)) if rate and rate > 0 else self._hold_max
 
-    async def _claim_and_dispatch(self) -> list[asyncio.Task[None]]:
+    async def _claim_and_dispatch(self, expired: bool = False) -> list[asyncio.Task[None]]:
+        """Claim what is due and start delivering it; ``expired``: look for run-out leases
+        whenever this is PostgreSQL (otherwise at most every ``EXPIRED_CHECK_SECONDS``)."""
         async with self._claim_lock:
-            limit = min(self.batch_size, self._max_held - self._unfinished)
+            limit = min(self.batch_size, self._window, self._max_held - self._unfinished)
             if limit <= 0:
                 self._saturated, self._more = True, False
                 return []
             held_before = dict(self._held)
-            claimed = await self._claim(limit)
+            claimed = await self._claim(limit, expired)
             self._unfinished += len(claimed)
             got: dict[str, int] = {}
             tasks = []
@@ -587,13 +617,16 @@ class DeliveryWorker:
                         self._full.add(eid)
             return tasks
 
-    async def _claim(self, limit: int) -> list[_Claimed]:
+    async def _claim(self, limit: int, expired: bool = True) -> list[_Claimed]:
         now = self.rt.clock()
         lease_until = now + timedelta(seconds=self.settings.webhook_lease_seconds)
         full = [eid for eid, n in self._held.items() if n >= self._hold_limit.get(eid, 0)]
         partial = {eid: n for eid, n in self._held.items() if eid not in full}
         if self._pg_direct:
-            return await self._claim_pg(now, lease_until, limit, full, partial)
+            tick = time.monotonic()
+            if expired or tick >= self._expired_check_at:
+                expired, self._expired_check_at = True, tick + EXPIRED_CHECK_SECONDS
+            return await self._claim_pg(now, lease_until, limit, full, partial, expired)
         return await self._claim_engine(now, lease_until, limit, full, partial)
 
     async def _claim_pg(
@@ -603,9 +636,10 @@ class DeliveryWorker:
         limit: int,
         full: list[str],
         partial: dict[str, int],
+        expired: bool,
     ) -> list[_Claimed]:
         rows = await self._links()[0].fetch(
-            CLAIM_SQL,
+            claim_sql(self._window, bool(full)),
             now,
             lease_until,
             self.worker_id,
@@ -613,8 +647,8 @@ class DeliveryWorker:
             list(partial),
             list(partial.values()),
             self._hold_max,
-            2 * limit + self._hold_max,
             limit,
+            expired,
         )
         endpoints: dict[str, _Endpoint] = {}
         out = []
@@ -668,7 +702,7 @@ class DeliveryWorker:
             .select_from(d.join(e, e.c.id == d.c.endpoint_id))
             .where(self._due(now), e.c.status == "enabled")
             .order_by(d.c.next_attempt_at, d.c.id)
-            .limit(2 * limit + self._hold_max)
+            .limit(self._window)
         )
         if full:
             candidates = candidates.where(d.c.endpoint_id.not_in(full))
@@ -977,8 +1011,16 @@ class DeliveryWorker:
         """Queue the success for the next batch and wait until that batch is committed."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._successes.append(_Success(job, started_at, outcome, done))
+        if len(self._successes) >= RECORD_BATCH:
+            self._batch_full.set()
         writers = RECORD_WRITERS if self._pg_direct else 1  # SQLite has one writer anyway
-        if not self._flusher_starting and len(self._flushers) < writers:
+        # One writer at a time while it keeps up; another only once a full batch waits.
+        if (
+            not self._flusher_starting
+            and not self._lingering
+            and len(self._flushers) < writers
+            and (not self._flushers or len(self._successes) >= RECORD_BATCH)
+        ):
             self._flusher_starting = True
             task = asyncio.create_task(self._flush(), name=f"record:{self.worker_id}")
             self._flushers.add(task)
@@ -987,11 +1029,22 @@ class DeliveryWorker:
             log.info("delivery %s: lease lost before recording; another worker has it", job.id)
 
     async def _flush(self) -> None:
-        """Record what piled up while the previous batch was being written; no timer, so a
-        lone success is written at once."""
+        """Record the successes in batches: each waits up to ``RECORD_LINGER_SECONDS`` (on
+        PostgreSQL) for more to join it, so that one commit covers many."""
         self._flusher_starting = False
+        linger = RECORD_LINGER_SECONDS if self._pg_direct else 0.0
         while self._successes:
-            batch, self._successes = self._successes, []
+            if linger and len(self._successes) < RECORD_BATCH:
+                self._batch_full.clear()
+                self._lingering = True
+                try:
+                    await asyncio.wait_for(self._batch_full.wait(), linger)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._lingering = False
+            batch = self._successes[:RECORD_BATCH]
+            del self._successes[:RECORD_BATCH]
             try:
                 ours = await self._write_successes(batch)
             except Exception as exc:

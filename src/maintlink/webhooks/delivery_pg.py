@@ -10,28 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-__all__ = ["CLAIM_SQL", "RECORD_SUCCESSES_SQL", "PgLink", "connection_lost"]
+__all__ = ["RECORD_SUCCESSES_SQL", "PgLink", "claim_sql", "connection_lost"]
 
 # Candidates are the oldest due rows, read off ix_deliveries_status_next_attempt_at in index
 # order (cost independent of the backlog), minus the endpoints this worker already holds
 # enough of. Per endpoint, no more than its room (what this worker may still hold of it,
 # and never more than a second of its rate limit). The due test is repeated on the locked
 # rows: PostgreSQL re-checks it against the newest version, so a row another worker just
-# claimed is skipped.
-CLAIM_SQL = """
+# claimed is skipped. Leases that ran out (a crashed worker's) are looked for only when $9 is
+# true: that scan walks every leased row.
+#
+# The statement is built with its candidate count as a literal and, when no endpoint is left
+# out, without the $4 filter on the main scan: PostgreSQL can then keep one generic plan
+# (an index scan that stops after the candidates) instead of planning every claim anew,
+# which costs more than running it. ``claim_sql`` caches the few texts a worker uses.
+_CLAIM_TEMPLATE = """
 WITH cand AS (
     (SELECT id, endpoint_id, next_attempt_at AS due FROM deliveries
-     WHERE status = 'pending' AND next_attempt_at <= $1 AND endpoint_id <> ALL($4::text[])
-     ORDER BY next_attempt_at LIMIT $8)
+     WHERE status = 'pending' AND next_attempt_at <= $1{skip}
+     ORDER BY next_attempt_at LIMIT {candidates})
     UNION ALL
     (SELECT id, endpoint_id, lease_expires_at AS due FROM deliveries
-     WHERE status = 'delivering' AND lease_expires_at < $1 AND endpoint_id <> ALL($4::text[])
-     ORDER BY lease_expires_at LIMIT $8)
+     WHERE $9::boolean AND status = 'delivering' AND lease_expires_at < $1
+       AND endpoint_id <> ALL($4::text[])
+     ORDER BY lease_expires_at LIMIT {candidates})
 ),
 ranked AS (
     SELECT c.id, c.due,
@@ -50,7 +58,7 @@ locked AS (
       AND ((d.status = 'pending' AND d.next_attempt_at <= $1)
            OR (d.status = 'delivering' AND d.lease_expires_at < $1))
     ORDER BY r.due, d.id
-    LIMIT $9
+    LIMIT $8
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries d
@@ -61,6 +69,16 @@ RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.body, d.attempt_count
           e.url, e.headers::text AS headers, e.api_version, e.rate_limit_per_second,
           e.secret_encrypted, e.previous_secret_encrypted, e.previous_secret_expires_at
 """
+
+
+@functools.cache
+def claim_sql(candidates: int, skip_endpoints: bool) -> str:
+    """The claim statement. Parameters: $1 now, $2 lease end, $3 worker id, $4 endpoints to
+    leave out, $5/$6 endpoints held and how many, $7 most held per endpoint, $8 most rows,
+    $9 whether to look for run-out leases."""
+    skip = " AND endpoint_id <> ALL($4::text[])" if skip_endpoints else ""
+    return _CLAIM_TEMPLATE.format(candidates=int(candidates), skip=skip)
+
 
 # Successful attempts of one worker, recorded together: only the rows whose lease is still
 # ours change, the endpoints' failing streaks end, and one attempt row is written per
