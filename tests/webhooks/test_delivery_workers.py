@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -17,9 +18,10 @@ import asyncpg
 import pytest
 import standardwebhooks
 import trustme
+from sqlalchemy import event as sa_event
 
 from maintlink.config import Settings
-from maintlink.domain.events import emit
+from maintlink.domain.events import NOTIFY_CHANNEL, emit
 from maintlink.webhooks.delivery import PREFETCH, DeliveryWorker
 from maintlink.webhooks.delivery_pg import claim_sql
 from tests.webhooks.receivers import (
@@ -130,6 +132,53 @@ async def test_the_listener_reconnects(
         finally:
             await admin.close()
             await stopped(worker, task)
+
+
+async def test_one_wake_up_per_transaction_and_none_lost_to_a_savepoint(
+    make_store: StoreFactory, database_url: str
+) -> None:
+    """Bulk emits send NOTIFY once per transaction; a rolled-back savepoint that sent one
+    does not stop the rest of the transaction from waking the workers."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    s = await make_store()
+    ep, _ = await new_endpoint(s.rt, s.account_id, "https://receiver.example/hook")
+    listener = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    heard: list[str] = []
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: heard.append(args[2]))
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    sa_event.listen(s.rt.engine.sync_engine, "before_cursor_execute", seen)
+
+    async def emitted(conn: Any) -> None:
+        await emit(conn, account_id=s.account_id, type="webhook.test",
+                   data={"endpoint_id": ep, "message": "m"}, only_endpoint_id=ep, now=s.clock())
+
+    async def wait_heard(count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(heard) < count:
+                await asyncio.sleep(0.01)
+
+    try:
+        for round_ in (1, 2):
+            async with s.rt.engine.begin() as conn:
+                for _ in range(5):
+                    await emitted(conn)
+            await wait_heard(round_)
+        assert sum(st.startswith("NOTIFY") for st in statements) == 2
+        async with s.rt.engine.begin() as conn:
+            with contextlib.suppress(RuntimeError):
+                async with conn.begin_nested():
+                    await emitted(conn)
+                    raise RuntimeError("rolled back")
+            await emitted(conn)
+        await wait_heard(3)
+    finally:
+        sa_event.remove(s.rt.engine.sync_engine, "before_cursor_execute", seen)
+        await listener.close()
 
 
 async def test_kill_9_mid_delivery_then_another_worker_delivers(

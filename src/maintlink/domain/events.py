@@ -22,6 +22,7 @@ from maintlink.store.types import utcnow
 from maintlink.versioning import VersionRegistry, default_registry
 
 NOTIFY_CHANNEL = "maintlink_deliveries"
+_NOTIFIED_IN = "maintlink_notified_in"  # conn.info: the transaction that has sent its NOTIFY
 
 _registry = default_registry()
 _max_body = 256 * 1024
@@ -157,8 +158,20 @@ async def fan_out(
 
 
 async def notify(conn: AsyncConnection) -> None:
-    """Wake delivery workers; PostgreSQL delivers NOTIFY at commit, so never too early."""
+    """Wake delivery workers; PostgreSQL delivers NOTIFY at commit, so never too early.
+
+    Once per transaction is enough (PostgreSQL folds repeats into one anyway): events
+    emitted in bulk skip a round trip each. Inside a savepoint it is always sent, since
+    rolling the savepoint back would take it along."""
     if conn.dialect.name == "postgresql":
+        sync = conn.sync_connection
+        tx = sync.get_transaction() if sync is not None else None
+        if sync is not None and tx is not None and not sync.in_nested_transaction():
+            if conn.info.get(_NOTIFIED_IN) is tx:
+                return
+            await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+            conn.info[_NOTIFIED_IN] = tx
+            return
         await conn.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
     else:
         from maintlink.webhooks.wakeup import local_wakeup
