@@ -572,9 +572,15 @@ class DeliveryWorker:
                 "enable_seqscan": "off",
                 "application_name": name,
             }
+            # Recording finds each row by its id: never by scanning.
+            record_settings = {
+                "enable_bitmapscan": "off",
+                "enable_seqscan": "off",
+                "application_name": name,
+            }
             self._pg = (
                 PgLink(dsn, claim_settings),
-                [PgLink(dsn, {"application_name": name}) for _ in range(RECORD_WRITERS)],
+                [PgLink(dsn, record_settings) for _ in range(RECORD_WRITERS)],
             )
         return self._pg
 
