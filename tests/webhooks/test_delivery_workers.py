@@ -23,7 +23,7 @@ from sqlalchemy import event as sa_event
 from maintlink.config import Settings
 from maintlink.domain.events import NOTIFY_CHANNEL, emit
 from maintlink.webhooks.delivery import PREFETCH, DeliveryWorker
-from maintlink.webhooks.delivery_pg import claim_sql
+from maintlink.webhooks.delivery_pg import RECORD_SUCCESSES_SQL, claim_sql
 from tests.webhooks.receivers import (
     Received,
     Reply,
@@ -312,19 +312,61 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
     finally:
         await worker.aclose()
 
+    scans = deliveries_scans(plan)
+    due = [n for n in scans if n.get("Index Name") == "ix_deliveries_status_next_attempt_at"]
+    assert due and due[0]["Node Type"] == "Index Scan", scans
+    assert due[0]["Actual Rows"] <= worker._window < backlog
+    assert not [n for n in scans if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")]
+
+
+def deliveries_scans(plan: str) -> list[dict[str, Any]]:
+    """The scans of ``deliveries`` in an EXPLAIN (FORMAT JSON) plan."""
     scans: list[dict[str, Any]] = []
 
     def walk(node: dict[str, Any]) -> None:
-        if node.get("Relation Name") == "deliveries":
+        if node.get("Relation Name") == "deliveries" and "Scan" in node["Node Type"]:
             scans.append(node)
         for child in node.get("Plans", []):
             walk(child)
 
     walk(json.loads(plan)[0]["Plan"])
-    due = [n for n in scans if n.get("Index Name") == "ix_deliveries_status_next_attempt_at"]
-    assert due and due[0]["Node Type"] == "Index Scan", scans
-    assert due[0]["Actual Rows"] <= worker._window < backlog
-    assert not [n for n in scans if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")]
+    return scans
+
+
+async def test_a_success_batch_finds_its_rows_by_id_not_by_walking_the_leases(
+    make_store: StoreFactory, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the recording statement and its planner settings are PostgreSQL's")
+    s = await make_store()
+    ep, _ = await new_endpoint(s.rt, s.account_id, "https://receiver.example/hook")
+    async with s.rt.engine.begin() as conn:
+        for _ in range(60):
+            await emit(conn, account_id=s.account_id, type="webhook.test",
+                       data={"endpoint_id": ep, "message": "m"}, only_endpoint_id=ep,
+                       now=s.clock())
+    worker = s.worker()
+    try:
+        leased = await worker._claim(60)  # many leased rows, few of them in the batch
+        assert len(leased) == 60
+        now = s.clock()
+        batch = leased[:3]
+        conn = await worker._links()[1][0]._connection()  # a recording session, as configured
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            [[plan]] = await conn.fetch(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + RECORD_SUCCESSES_SQL,
+                worker.worker_id, now, [j.id for j in batch], [1] * 3, [200] * 3,
+                [f"att_{j.id}" for j in batch], [now] * 3, [1] * 3, [None] * 3, [""] * 3,
+            )
+        finally:
+            await tx.rollback()
+    finally:
+        await worker.aclose()
+    scans = deliveries_scans(plan)
+    assert scans and all(n.get("Index Name") == "pk_deliveries" for n in scans), scans
+    assert sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans) == len(batch)
 
 
 async def test_a_dead_endpoint_does_not_slow_a_healthy_one(
