@@ -1039,6 +1039,14 @@ class DeliveryWorker:
         PostgreSQL) for more to join it, so that one commit covers many."""
         self._flusher_starting = False
         linger = RECORD_LINGER_SECONDS if self._pg_direct else 0.0
+        try:
+            await self._flush_batches(linger)
+        finally:
+            # Leave the set now, not in a done callback a loop turn later: a success queued
+            # in between would otherwise see a writer that is gone and start none.
+            self._flushers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _flush_batches(self, linger: float) -> None:
         while self._successes:
             if linger and len(self._successes) < RECORD_BATCH:
                 self._batch_full.clear()
