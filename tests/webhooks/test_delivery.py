@@ -167,7 +167,9 @@ async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(
 
 
 async def test_each_failure_kind_is_recorded(make_store: StoreFactory, ca: trustme.CA) -> None:
-    s = await make_store(webhook_timeout_seconds=0.5)
+    # Short enough for the hanging receiver; long enough that, on a loaded machine, the
+    # other requests' TLS handshakes finish inside it (0.5 s once failed that way in CI).
+    s = await make_store(webhook_timeout_seconds=2)
     stranger = trustme.CA()  # a certificate our CA bundle does not vouch for
     async with (
         receiving(ca) as target,
