@@ -219,7 +219,11 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
         task.cancel()  # the worker dies here: no clean-up runs
         await asyncio.gather(task, return_exceptions=True)
         # A dead process's database connections die with it (and SQLite's write lock
-        # with them): close what the cancelled run may still hold.
+        # with them): close what the cancelled run may still hold. Its connection is
+        # rolled back and returned by a shielded close that can outlive the task.
+        async with asyncio.timeout(10):
+            while h.rt.engine.pool.checkedout():  # type: ignore[attr-defined]
+                await asyncio.sleep(0.01)
         await h.rt.engine.dispose()
         first = len(pages)
         h.clock.advance(seconds=h.rt.settings.sync_lease_seconds + 1)
