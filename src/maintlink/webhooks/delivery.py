@@ -43,7 +43,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -141,7 +141,7 @@ RECORD_LINGER_SECONDS = 0.01
 EXPIRED_CHECK_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """What one HTTP attempt came to."""
 
@@ -166,6 +166,20 @@ class _Endpoint:
     secret_encrypted: str
     previous_secret_encrypted: str | None
     previous_secret_expires_at: datetime | None
+    # Every request's headers but the three signing ones: the endpoint's static headers,
+    # then ours (which win).
+    base_headers: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        headers = {str(k): str(v) for k, v in (self.headers or {}).items()}
+        headers.update(
+            {
+                "Maintlink-Version": self.api_version,
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+        object.__setattr__(self, "base_headers", headers)
 
     @classmethod
     def of(cls, row: Row[Any]) -> _Endpoint:
@@ -285,12 +299,14 @@ def classify(exc: BaseException) -> tuple[str, str]:
 async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     """The first ``limit`` bytes of the answer; drain a little more so the connection can be
     reused, and drop the connection rather than read a huge body."""
-    buf = bytearray()
-    while len(buf) < limit:
-        chunk = await resp.content.read(limit - len(buf))
-        if not chunk:
-            break
-        buf += chunk
+    content = resp.content
+    first = await content.read(limit)
+    if content.at_eof():  # the usual small answer: whole after one read
+        return first
+    buf = bytearray(first)
+    while first and len(buf) < limit:
+        first = await content.read(limit - len(buf))
+        buf += first
     drained = 0
     while not resp.content.at_eof() and drained <= DRAIN_BYTES:
         chunk = await resp.content.read(DRAIN_BYTES)
@@ -353,6 +369,11 @@ class DeliveryWorker:
         # Deliveries this worker holds a lease on: every write of them checks it.
         self._mine = and_(deliveries.c.lease_owner == self.worker_id,
                           deliveries.c.status == "delivering")
+        # A lease must have this much left when its request starts (else it is extended).
+        self._lease_slack = timedelta(
+            seconds=self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        )
+        self._timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         cap = self.settings.webhook_endpoint_concurrency
         self._hold_max = max(1, prefetch) * cap
@@ -810,10 +831,12 @@ class DeliveryWorker:
                         bucket = self._buckets[job.endpoint_id] = _TokenBucket(rate)
                     await bucket.take()
                 # After the wait for a slot: a prefetched delivery may have waited long.
-                if not await self._keep_lease(job):
+                started_at = self.rt.clock()
+                if job.lease_expires_at < started_at + self._lease_slack and not (
+                    await self._extend_lease(job, started_at)
+                ):
                     log.info("delivery %s was taken over by another worker", job.id)
                     return
-                started_at = self.rt.clock()
                 outcome = await self._attempt(job, started_at)
             answered = True
             self._release(job.endpoint_id)
@@ -851,12 +874,9 @@ class DeliveryWorker:
             self._full.discard(endpoint_id)
             self._kick.set()
 
-    async def _keep_lease(self, job: _Claimed) -> bool:
-        """Extend the lease if it could run out during the request; False if it is lost."""
-        now = self.rt.clock()
+    async def _extend_lease(self, job: _Claimed, now: datetime) -> bool:
+        """Extend a lease that could run out during the request; False if it is lost."""
         timeout = self.settings.webhook_timeout_seconds
-        if job.lease_expires_at >= now + timedelta(seconds=timeout + LEASE_MARGIN_SECONDS):
-            return True
         until = now + timedelta(
             seconds=max(self.settings.webhook_lease_seconds, timeout + LEASE_MARGIN_SECONDS)
         )
@@ -888,18 +908,11 @@ class DeliveryWorker:
 
     def _headers(self, job: _Claimed, timestamp: int, body: bytes, now: datetime) -> dict[str, str]:
         ep = job.endpoint
-        headers = {str(k): str(v) for k, v in (ep.headers or {}).items()}
-        headers.update(
-            {
-                "webhook-id": job.event_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": signing.signature_header(
-                    self._signing_secrets(ep, now), job.event_id, timestamp, body
-                ),
-                "Maintlink-Version": ep.api_version,
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            }
+        headers = ep.base_headers.copy()
+        headers["webhook-id"] = job.event_id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = signing.signature_header(
+            self._signing_secrets(ep, now), job.event_id, timestamp, body
         )
         return headers
 
@@ -957,11 +970,10 @@ class DeliveryWorker:
                 error=f"cannot sign the request: {type(exc).__name__}",
             )
         try:
-            timeout = self.settings.webhook_timeout_seconds
             # aiohttp's total timeout covers connect, TLS and the answer; the outer one is a
             # backstop for anything that escapes it (a resolver thread, say).
-            async with asyncio.timeout(timeout + 2):
-                return await self._post(url, headers, body, timeout, took)
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds + 2):
+                return await self._post(url, headers, body, took)
         except Exception as exc:
             kind, message = classify(exc)
             if kind == INTERNAL_ERROR:
@@ -975,7 +987,6 @@ class DeliveryWorker:
         url: str,
         headers: Mapping[str, str],
         body: bytes,
-        total_seconds: float,
         took: Callable[[], int],
     ) -> Outcome:
         session = self._session_for_delivery()
@@ -984,7 +995,7 @@ class DeliveryWorker:
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=total_seconds),
+            timeout=self._timeout,
         ) as resp:
             status = resp.status
             error: str | None = None
