@@ -51,6 +51,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering
     hang: bool = False  # never answer (until the receiver closes)
+    stall_body: bool = False  # send the status line and part of the body, then nothing more
 
 
 @dataclass
@@ -113,6 +114,13 @@ class Receiver:
             if self.handler is not None:
                 result = self.handler(item)
                 reply = await result if asyncio.iscoroutine(result) else result  # type: ignore[assignment]
+            if reply.stall_body:
+                response = web.StreamResponse(status=reply.status, headers=reply.headers)
+                response.content_length = len(reply.body) + 1000
+                await response.prepare(request)
+                await response.write(reply.body)
+                await self._release.wait()
+                return response
             if reply.hang:
                 await self._release.wait()
             elif reply.delay:

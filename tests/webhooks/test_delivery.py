@@ -4,6 +4,7 @@ Real HTTPS receivers on loopback with a throwaway CA; time moves only when a tes
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -211,6 +212,22 @@ async def test_each_failure_kind_is_recorded(make_store: StoreFactory, ca: trust
     assert by_kind["REDIRECT"].status_code == 302
     assert target.url in by_kind["REDIRECT"].error
     assert by_kind["TIMEOUT"].status_code is None
+
+
+async def test_an_answer_whose_body_stalls_ends_at_the_time_limit(
+    make_store: StoreFactory, ca: trustme.CA
+) -> None:
+    """The time limit covers reading the answer too: the status line decides the outcome."""
+    s = await make_store(webhook_timeout_seconds=1)
+    async with receiving(ca, Reply(stall_body=True)) as rx:
+        ep, _ = await new_endpoint(s.rt, s.account_id, rx.url)
+        await emit_test(s.rt, s.account_id, ep)
+        async with s.worker() as worker, asyncio.timeout(15):
+            assert await worker.run_once() == 1  # while the receiver still holds the body back
+    [attempt] = await attempt_rows(s.rt, ep)
+    assert attempt.success == 1 and attempt.status_code == 200
+    assert attempt.error == "reading the answer failed: no complete answer within the timeout"
+    assert 1000 <= attempt.duration_ms < 5000
 
 
 async def test_private_addresses_are_refused_when_not_allowed(

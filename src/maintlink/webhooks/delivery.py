@@ -42,7 +42,8 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -222,7 +223,6 @@ class _Success:
     job: _Claimed
     started_at: datetime
     outcome: Outcome
-    done: asyncio.Future[bool]
 
 
 class _TokenBucket:
@@ -385,9 +385,14 @@ class DeliveryWorker:
         # is only waiting for its record to commit no longer counts against the endpoint.
         self._held: dict[str, int] = {}
         self._unfinished = 0  # claimed and not yet recorded, all endpoints
+        self._idle = asyncio.Event()  # nothing claimed is unrecorded
+        self._idle.set()
         self._hold_limit: dict[str, int] = {}
         self._full: set[str] = set()  # endpoints left out of claims until they drain a little
-        self._slots: dict[str, asyncio.Semaphore] = {}  # requests in flight per endpoint
+        # Claimed deliveries waiting to be sent, per endpoint, and the loops sending them: at
+        # most the endpoint's cap of loops, each with one request in flight at a time.
+        self._queues: dict[str, deque[_Claimed]] = {}
+        self._senders: dict[str, int] = {}
         self._sending = asyncio.Semaphore(self.settings.webhook_worker_concurrency)
         self._max_held = 2 * self.settings.webhook_worker_concurrency
         self._buckets: dict[str, _TokenBucket] = {}
@@ -482,7 +487,7 @@ class DeliveryWorker:
         while not self._stop.is_set():
             self._kick.clear()  # a kick during the claim stays set: no wake-up is lost
             try:
-                claimed = len(await self._claim_and_dispatch(expired=polled))
+                claimed = await self._claim_and_dispatch(expired=polled)
             except Exception:
                 log.exception("claiming deliveries failed")
                 claimed = 0
@@ -500,11 +505,15 @@ class DeliveryWorker:
                 polled = True
 
     async def _drain(self) -> None:
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace
+        # Again until none is left: a sender may start a failure's recording meanwhile.
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         if self._flushers:
             await asyncio.wait(set(self._flushers), timeout=self.settings.webhook_timeout_seconds)
         # Whatever was cut short goes back to the queue now instead of when its lease ends.
@@ -521,10 +530,10 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Claim one batch, deliver it, and return how many deliveries were claimed."""
-        tasks = await self._claim_and_dispatch(expired=True)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        return len(tasks)
+        claimed = await self._claim_and_dispatch(expired=True)
+        if claimed:
+            await self._idle.wait()
+        return claimed
 
     # -- wake-ups (PostgreSQL) --
 
@@ -610,28 +619,32 @@ class DeliveryWorker:
         rate = endpoint.rate_limit_per_second
         return max(1, min(self._hold_max, rate)) if rate and rate > 0 else self._hold_max
 
-    async def _claim_and_dispatch(self, expired: bool = False) -> list[asyncio.Task[None]]:
-        """Claim what is due and start delivering it; ``expired``: look for run-out leases
-        whenever this is PostgreSQL (otherwise at most every ``EXPIRED_CHECK_SECONDS``)."""
+    async def _claim_and_dispatch(self, expired: bool = False) -> int:
+        """Claim what is due and start delivering it; return how many were claimed.
+        ``expired``: look for run-out leases whenever this is PostgreSQL (otherwise at most
+        every ``EXPIRED_CHECK_SECONDS``)."""
         async with self._claim_lock:
             limit = min(self.batch_size, self._window, self._max_held - self._unfinished)
             if limit <= 0:
                 self._saturated, self._more = True, False
-                return []
+                return 0
             held_before = dict(self._held)
             claimed = await self._claim(limit, expired)
-            self._unfinished += len(claimed)
+            if claimed:
+                self._unfinished += len(claimed)
+                self._idle.clear()
             got: dict[str, int] = {}
-            tasks = []
             for job in claimed:
                 eid = job.endpoint_id
                 got[eid] = got.get(eid, 0) + 1
                 self._held[eid] = self._held.get(eid, 0) + 1
                 self._hold_limit[eid] = self._limit_for(job.endpoint)
-                task = asyncio.create_task(self._deliver(job), name=f"deliver:{job.id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                tasks.append(task)
+                queue = self._queues.get(eid)
+                if queue is None:
+                    queue = self._queues[eid] = deque()
+                queue.append(job)
+            for eid in got:
+                self._start_senders(eid)
             self._saturated = self._unfinished >= self._max_held
             # An endpoint that got all the room it had may have more due: claim for it again
             # once it has drained by half (at once if it already has, meanwhile).
@@ -642,7 +655,7 @@ class DeliveryWorker:
                         self._more = True
                     else:
                         self._full.add(eid)
-            return tasks
+            return len(claimed)
 
     async def _claim(self, limit: int, expired: bool = True) -> list[_Claimed]:
         now = self.rt.clock()
@@ -809,21 +822,43 @@ class DeliveryWorker:
 
     # -- delivering --
 
-    def _slot(self, endpoint_id: str) -> asyncio.Semaphore:
-        slot = self._slots.get(endpoint_id)
-        if slot is None:
-            slot = self._slots[endpoint_id] = asyncio.Semaphore(
-                self.settings.webhook_endpoint_concurrency
-            )
-        return slot
+    def _start_senders(self, endpoint_id: str) -> None:
+        """Start loops for ``endpoint_id``'s waiting deliveries, up to its cap: the cap limits
+        requests in flight at the receiver (recording happens after a loop has moved on)."""
+        queue = self._queues[endpoint_id]
+        running = self._senders.get(endpoint_id, 0)
+        start = min(self.settings.webhook_endpoint_concurrency - running, len(queue))
+        if start <= 0:
+            return
+        self._senders[endpoint_id] = running + start
+        for _ in range(start):
+            self._spawn(self._send_loop(endpoint_id, queue), f"send:{endpoint_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_loop(self, endpoint_id: str, queue: deque[_Claimed]) -> None:
+        try:
+            while queue:
+                await self._deliver(queue.popleft())
+        finally:
+            # No await between the empty queue and here: a job queued meanwhile finds the
+            # count already lowered and starts a loop of its own.
+            left = self._senders.get(endpoint_id, 1) - 1
+            if left > 0:
+                self._senders[endpoint_id] = left
+            else:
+                self._senders.pop(endpoint_id, None)
+                if not queue and self._queues.get(endpoint_id) is queue:
+                    del self._queues[endpoint_id]
 
     async def _deliver(self, job: _Claimed) -> None:
-        answered = False
+        """Send ``job`` and hand its outcome to be recorded (without waiting for that)."""
+        answered = recording = False
         try:
-            # The endpoint's cap limits requests in flight at the receiver: the slot is
-            # held from just before the request until its answer is in, not while waiting
-            # for the store.
-            async with self._slot(job.endpoint_id), self._sending:
+            async with self._sending:
                 rate = job.endpoint.rate_limit_per_second
                 if rate and rate > 0:
                     bucket = self._buckets.get(job.endpoint_id)
@@ -841,9 +876,10 @@ class DeliveryWorker:
             answered = True
             self._release(job.endpoint_id)
             if outcome.success:
-                await self._record_success(job, started_at, outcome)
+                self._record_success(job, started_at, outcome)
             else:
-                await self._record(job, started_at, outcome)
+                self._spawn(self._record_failure(job, started_at, outcome), f"record:{job.id}")
+            recording = True
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -852,10 +888,17 @@ class DeliveryWorker:
         finally:
             if not answered:
                 self._release(job.endpoint_id)
-            self._unfinished = max(0, self._unfinished - 1)
-            if self._saturated and self._unfinished <= self._max_held // 2:
-                self._saturated = False
-                self._kick.set()
+            if not recording:
+                self._finished()
+
+    def _finished(self) -> None:
+        """A claimed delivery is recorded (or given up on): room for more claims."""
+        self._unfinished = max(0, self._unfinished - 1)
+        if self._saturated and self._unfinished <= self._max_held // 2:
+            self._saturated = False
+            self._kick.set()
+        if not self._unfinished:
+            self._idle.set()
 
     def _release(self, endpoint_id: str) -> None:
         """``endpoint_id``'s delivery has its answer (or gave up): make room for another."""
@@ -865,9 +908,6 @@ class DeliveryWorker:
         else:
             self._held.pop(endpoint_id, None)
             self._hold_limit.pop(endpoint_id, None)
-            slot = self._slots.get(endpoint_id)
-            if slot is not None and not slot.locked():
-                del self._slots[endpoint_id]
         # Claim again once a full endpoint has drained by half, so that claims come in
         # batches rather than one per finished delivery.
         if endpoint_id in self._full and left <= self._hold_limit.get(endpoint_id, 0) // 2:
@@ -970,10 +1010,9 @@ class DeliveryWorker:
                 error=f"cannot sign the request: {type(exc).__name__}",
             )
         try:
-            # aiohttp's total timeout covers connect, TLS and the answer; the outer one is a
-            # backstop for anything that escapes it (a resolver thread, say).
-            async with asyncio.timeout(self.settings.webhook_timeout_seconds + 2):
-                return await self._post(url, headers, body, took)
+            # aiohttp's total timeout (one timer per request) covers the name lookup, connect,
+            # TLS, the status line and reading the answer's body.
+            return await self._post(url, headers, body, took)
         except Exception as exc:
             kind, message = classify(exc)
             if kind == INTERNAL_ERROR:
@@ -1024,10 +1063,9 @@ class DeliveryWorker:
 
     # -- recording successes, in batches --
 
-    async def _record_success(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
-        """Queue the success for the next batch and wait until that batch is committed."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._successes.append(_Success(job, started_at, outcome, done))
+    def _record_success(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
+        """Queue the success for the next batch, and make sure a writer will take it."""
+        self._successes.append(_Success(job, started_at, outcome))
         if len(self._successes) >= RECORD_BATCH:
             self._batch_full.set()
         writers = RECORD_WRITERS if self._pg_direct else 1  # SQLite has one writer anyway
@@ -1042,8 +1080,6 @@ class DeliveryWorker:
             task = asyncio.create_task(self._flush(), name=f"record:{self.worker_id}")
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)
-        if not await done:
-            log.info("delivery %s: lease lost before recording; another worker has it", job.id)
 
     async def _flush(self) -> None:
         """Record the successes in batches: each waits up to ``RECORD_LINGER_SECONDS`` (on
@@ -1072,15 +1108,20 @@ class DeliveryWorker:
             del self._successes[:RECORD_BATCH]
             try:
                 ours = await self._write_successes(batch)
-            except Exception as exc:
+            except Exception:
+                # Their leases run out and they are sent again: at least once, never lost.
+                log.exception("recording %d delivered requests failed", len(batch))
+                ours = set()
+            else:
+                self.attempted += len(ours)
                 for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
-                continue
-            self.attempted += len(ours)
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_result(item.job.id in ours)
+                    if item.job.id not in ours:
+                        log.info(
+                            "delivery %s: lease lost before recording; another worker has it",
+                            item.job.id,
+                        )
+            for _ in batch:
+                self._finished()
 
     async def _write_successes(self, batch: list[_Success]) -> set[str]:
         for attempt in range(3):
@@ -1169,6 +1210,14 @@ class DeliveryWorker:
         return ours
 
     # -- recording failures, one at a time --
+
+    async def _record_failure(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
+        try:
+            await self._record(job, started_at, outcome)
+        except Exception:
+            log.exception("delivery %s: recording the failed attempt failed", job.id)
+        finally:
+            self._finished()
 
     async def _record(self, job: _Claimed, started_at: datetime, outcome: Outcome) -> None:
         for attempt in range(3):
