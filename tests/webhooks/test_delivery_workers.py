@@ -408,7 +408,7 @@ async def test_a_dead_endpoint_holds_a_bounded_number_of_leases(
     s = await make_store(webhook_timeout_seconds=10, webhook_endpoint_concurrency=cap)
     async with receiving(ca, Reply(hang=True)) as dead:
         ep, _ = await new_endpoint(s.rt, s.account_id, dead.url)
-        for _ in range(20):
+        for _ in range(PREFETCH * cap + 8):
             await emit_test(s.rt, s.account_id, ep)
         worker = s.worker(shutdown_grace=0)
         task = await running(worker)

@@ -129,7 +129,7 @@ MAX_ERROR_CHARS = 2000
 # A worker holds (has leased) at most this many times an endpoint's concurrency cap of its
 # deliveries: enough for claims to come in batches of half that, few enough that a dead
 # endpoint holds a bounded number of leases (extended when a wait for a slot is long).
-PREFETCH = 8
+PREFETCH = 16
 # Batches of successes being written at once (PostgreSQL): more batches form and commit
 # while the first waits for its WAL flush.
 RECORD_WRITERS = 3
@@ -378,8 +378,9 @@ class DeliveryWorker:
         cap = self.settings.webhook_endpoint_concurrency
         self._hold_max = max(1, prefetch) * cap
         # Due rows one claim looks at (PostgreSQL: a literal of the statement, so that its
-        # plan is kept) and so the most it claims at once.
-        self._window = max(16, 2 * self._hold_max)
+        # plan is kept) and so the most it claims at once: what it may hold of one endpoint.
+        # (Endpoints it holds enough of are left out of the candidates, not just skipped.)
+        self._window = max(16, self._hold_max)
         self._expired_check_at = 0.0  # time.monotonic() of the next look for run-out leases
         # Claimed and not yet answered, per endpoint: waiting for a slot or in flight. What
         # is only waiting for its record to commit no longer counts against the endpoint.
@@ -865,7 +866,7 @@ class DeliveryWorker:
                     if bucket is None or bucket.rate != rate:
                         bucket = self._buckets[job.endpoint_id] = _TokenBucket(rate)
                     await bucket.take()
-                # After the wait for a slot: a prefetched delivery may have waited long.
+                # A prefetched delivery may have waited long in its endpoint's queue.
                 started_at = self.rt.clock()
                 if job.lease_expires_at < started_at + self._lease_slack and not (
                     await self._extend_lease(job, started_at)
