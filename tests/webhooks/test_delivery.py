@@ -451,6 +451,29 @@ async def test_attempt_log_keeps_status_and_a_capped_body(
     assert attempt.account_id == s.account_id
 
 
+async def test_an_answer_with_nul_bytes_is_recorded(
+    make_store: StoreFactory, ca: trustme.CA
+) -> None:
+    """PostgreSQL text cannot hold NUL: the logged answer shows U+FFFD in its place, and the
+    attempt (and every other in its batch) is recorded instead of failing forever."""
+    s = await make_store()
+    async with (
+        receiving(ca, Reply(200, b"ok\x00done")) as good,
+        receiving(ca, Reply(500, b"\x00bad")) as bad,
+    ):
+        ok_ep, _ = await new_endpoint(s.rt, s.account_id, good.url)
+        bad_ep, _ = await new_endpoint(s.rt, s.account_id, bad.url)
+        for ep in (ok_ep, ok_ep, bad_ep):
+            await emit_test(s.rt, s.account_id, ep)
+        async with s.worker() as worker:
+            assert await worker.run_once() == 3
+        assert worker.attempted == 3
+    assert [a.response_body for a in await attempt_rows(s.rt, ok_ep)] == ["ok\ufffddone"] * 2
+    [failed] = await attempt_rows(s.rt, bad_ep)
+    assert failed.response_body == "\ufffdbad" and failed.failure_kind == "HTTP_STATUS"
+    assert {d.status for d in await delivery_rows(s.rt, ok_ep)} == {"succeeded"}
+
+
 async def test_a_lost_lease_records_nothing(make_store: StoreFactory, ca: trustme.CA) -> None:
     """A worker whose lease was taken over must not write its outcome."""
     s = await make_store()

@@ -1018,9 +1018,8 @@ class DeliveryWorker:
             kind, message = classify(exc)
             if kind == INTERNAL_ERROR:
                 log.exception("delivery %s: unexpected error", job.id)
-            return Outcome(
-                False, failure_kind=kind, error=message[:MAX_ERROR_CHARS], duration_ms=took()
-            )
+            message = message[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
+            return Outcome(False, failure_kind=kind, error=message, duration_ms=took())
 
     async def _post(
         self,
@@ -1044,7 +1043,8 @@ class DeliveryWorker:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # The status line arrived; the rest of the answer did not. The status decides.
                 raw, error = b"", f"reading the answer failed: {classify(exc)[1]}"
-            text = raw.decode("utf-8", errors="replace")
+            # PostgreSQL text cannot hold NUL: a receiver's stray one would fail the record.
+            text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
             retry_after = resp.headers.get("Retry-After")
             location = resp.headers.get("Location")
         if 200 <= status < 300:
