@@ -23,7 +23,7 @@ from sqlalchemy import event as sa_event
 from maintlink.config import Settings
 from maintlink.domain.events import NOTIFY_CHANNEL, emit
 from maintlink.webhooks.delivery import PREFETCH, DeliveryWorker
-from maintlink.webhooks.delivery_pg import RECORD_SUCCESSES_SQL, claim_sql
+from maintlink.webhooks.delivery_pg import RECORD_SUCCESSES_SQL, claim_sql, success_batch
 from tests.webhooks.receivers import (
     Received,
     Reply,
@@ -357,8 +357,12 @@ async def test_a_success_batch_finds_its_rows_by_id_not_by_walking_the_leases(
         try:
             [[plan]] = await conn.fetch(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + RECORD_SUCCESSES_SQL,
-                worker.worker_id, now, [j.id for j in batch], [1] * 3, [200] * 3,
-                [f"att_{j.id}" for j in batch], [now] * 3, [1] * 3, [None] * 3, [""] * 3,
+                worker.worker_id, now, success_batch([
+                    {"id": j.id, "attempt_number": 1, "status_code": 200,
+                     "attempt_id": f"att_{j.id}", "attempted_at": now, "duration_ms": 1,
+                     "error": None, "response_body": ""}
+                    for j in batch
+                ]), [j.id for j in batch],
             )
         finally:
             await tx.rollback()

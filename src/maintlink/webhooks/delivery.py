@@ -76,7 +76,12 @@ from maintlink.ids import new_id
 from maintlink.runtime import Runtime
 from maintlink.store.tables import attempts, deliveries, events, webhook_endpoints
 from maintlink.webhooks import signing, urls, wakeup
-from maintlink.webhooks.delivery_pg import RECORD_SUCCESSES_SQL, PgLink, claim_sql
+from maintlink.webhooks.delivery_pg import (
+    RECORD_SUCCESSES_SQL,
+    PgLink,
+    claim_sql,
+    success_batch,
+)
 from maintlink.webhooks.schedule import retry_delay
 
 if TYPE_CHECKING:
@@ -1145,14 +1150,22 @@ class DeliveryWorker:
             RECORD_SUCCESSES_SQL,
             self.worker_id,
             self.rt.clock(),
+            success_batch(
+                [
+                    {
+                        "id": s.job.id,
+                        "attempt_number": s.job.attempt_count + 1,
+                        "status_code": s.outcome.status_code,
+                        "attempt_id": new_id("att"),
+                        "attempted_at": s.started_at,
+                        "duration_ms": s.outcome.duration_ms,
+                        "error": s.outcome.error,
+                        "response_body": s.outcome.response_body,
+                    }
+                    for s in batch
+                ]
+            ),
             [s.job.id for s in batch],
-            [s.job.attempt_count + 1 for s in batch],
-            [s.outcome.status_code for s in batch],
-            [new_id("att") for _ in batch],
-            [s.started_at for s in batch],
-            [s.outcome.duration_ms for s in batch],
-            [s.outcome.error for s in batch],
-            [s.outcome.response_body for s in batch],
         )
         return {r["id"] for r in rows}
 
