@@ -29,6 +29,8 @@ has). ``--emitter`` overrides that.
 2. Ceiling: the same receiver driven by a bare asyncio POST loop: the worker's aiohttp session
    (``urls.make_connector``, same limits, TLS context and connection reuse), the same body and
    headers, ``--concurrency`` requests in flight (the endpoint's cap), no store, no signing.
+   Timed from a cold start like the worker: building the TLS context and session and opening
+   the connections count, as they do for the worker (which also connects to the store).
 3. Latency: ``--rate`` events/s for ``--duration`` s, one event per transaction (up to four
    transactions at once, so a slow commit does not lower the rate); latency from time.time()
    right after the emitting commit to time.time() at arrival in the receiver. Deliveries not
@@ -551,9 +553,8 @@ def ceiling_request(i: int) -> dict[str, str]:
 
 async def _post_loop(
     total: int, concurrency: int, post: Callable[[int], Awaitable[int]]
-) -> tuple[float, float]:
-    """``total`` POSTs, ``concurrency`` in flight: requests per second, and CPU seconds of this
-    process per request."""
+) -> None:
+    """``total`` POSTs, ``concurrency`` in flight."""
     counter = iter(range(total))
     failures = 0
 
@@ -563,43 +564,61 @@ async def _post_loop(
             if not 200 <= await post(i) < 300:
                 failures += 1
 
-    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(loop() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu
     if failures:
         raise RuntimeError(f"{failures} ceiling requests failed")
-    return total / seconds, cpu / total
+
+
+class _Timed:
+    """Wall and CPU time of this process from entry to exit: requests per second and CPU
+    seconds per request for ``total`` requests."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __enter__(self) -> _Timed:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rate = self.total / (time.perf_counter() - self._wall)
+        self.cpu = (time.process_time() - self._cpu) / self.total
 
 
 async def ceiling_aiohttp(
     settings: Any, url: str, body: bytes, total: int, concurrency: int
 ) -> tuple[float, float]:
-    """The worker's own session set-up (``DeliveryWorker._session_for_delivery``)."""
+    """The worker's own session set-up (``DeliveryWorker._session_for_delivery``), timed from
+    a cold start as the worker is: TLS context, session and connections included."""
     import aiohttp
 
     from maintlink.webhooks import urls
 
-    connector = urls.make_connector(
-        allowed_networks=urls.parse_allowed_networks(settings.webhook_allowed_networks),
-        ssl_context=urls.make_ssl_context(settings.webhook_ca_bundle),
-        limit=settings.webhook_worker_concurrency,
-        limit_per_host=settings.webhook_endpoint_concurrency,
-    )
-    timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
-    async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
-    ) as session:
+    with _Timed(total) as timed:
+        connector = urls.make_connector(
+            allowed_networks=urls.parse_allowed_networks(settings.webhook_allowed_networks),
+            ssl_context=urls.make_ssl_context(settings.webhook_ca_bundle),
+            limit=settings.webhook_worker_concurrency,
+            limit_per_host=settings.webhook_endpoint_concurrency,
+        )
+        timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_seconds)
+        async with aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+        ) as session:
 
-        async def post(i: int) -> int:
-            async with session.post(
-                url, data=body, headers=ceiling_request(i), allow_redirects=False, timeout=timeout
-            ) as resp:
-                await resp.read()
-                return resp.status
+            async def post(i: int) -> int:
+                async with session.post(
+                    url,
+                    data=body,
+                    headers=ceiling_request(i),
+                    allow_redirects=False,
+                    timeout=timeout,
+                ) as resp:
+                    await resp.read()
+                    return resp.status
 
-        await _post_loop(concurrency * 20, concurrency, post)  # connect and warm up
-        return await _post_loop(total, concurrency, post)
+            await _post_loop(total, concurrency, post)
+    return timed.rate, timed.cpu
 
 
 async def ceiling_httpx(
@@ -610,20 +629,21 @@ async def ceiling_httpx(
     from maintlink.webhooks import urls
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        verify=urls.make_ssl_context(settings.webhook_ca_bundle),
-        limits=limits,
-        trust_env=False,
-        follow_redirects=False,
-        timeout=settings.webhook_timeout_seconds,
-    ) as client:
+    with _Timed(total) as timed:
+        async with httpx.AsyncClient(
+            verify=urls.make_ssl_context(settings.webhook_ca_bundle),
+            limits=limits,
+            trust_env=False,
+            follow_redirects=False,
+            timeout=settings.webhook_timeout_seconds,
+        ) as client:
 
-        async def post(i: int) -> int:
-            resp = await client.post(url, content=body, headers=ceiling_request(i))
-            return resp.status_code
+            async def post(i: int) -> int:
+                resp = await client.post(url, content=body, headers=ceiling_request(i))
+                return resp.status_code
 
-        await _post_loop(concurrency * 20, concurrency, post)
-        return await _post_loop(total, concurrency, post)
+            await _post_loop(total, concurrency, post)
+    return timed.rate, timed.cpu
 
 
 # --- the phases --------------------------------------------------------------------------------
@@ -1207,7 +1227,7 @@ def main() -> None:
     parser.add_argument(
         "--events",
         type=int,
-        default=3000,
+        default=10000,
         help="events for the saturation run (and ceiling requests)",
     )
     parser.add_argument(
