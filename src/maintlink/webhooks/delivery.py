@@ -14,7 +14,7 @@ How it keeps its promises:
 * **Isolation.** At most ``webhook_endpoint_concurrency`` requests per endpoint and
   ``webhook_worker_concurrency`` in all are in flight. A worker claims a few times an endpoint's
   cap ahead (``PREFETCH``) so that claims come in batches; an endpoint it holds that many of is
-  left out of the claim, so a dead endpoint only ever occupies its own slots and a bounded
+  left out of the claim, so a dead endpoint only ever occupies its own sender loops and a bounded
   number of leases.
 * **Cheap.** Successes are recorded in batches of up to ``RECORD_BATCH``: a flusher task
   writes every success that arrived while the previous batch was being committed; on
@@ -133,7 +133,7 @@ DRAIN_BYTES = 64 * 1024
 MAX_ERROR_CHARS = 2000
 # A worker holds (has leased) at most this many times an endpoint's concurrency cap of its
 # deliveries: enough for claims to come in batches of half that, few enough that a dead
-# endpoint holds a bounded number of leases (extended when a wait for a slot is long).
+# endpoint holds a bounded number of leases (extended when one waits long in its queue).
 PREFETCH = 16
 # Batches of successes being written at once (PostgreSQL): more batches form and commit
 # while the first waits for its WAL flush.
@@ -387,7 +387,7 @@ class DeliveryWorker:
         # (Endpoints it holds enough of are left out of the candidates, not just skipped.)
         self._window = max(16, self._hold_max)
         self._expired_check_at = 0.0  # time.monotonic() of the next look for run-out leases
-        # Claimed and not yet answered, per endpoint: waiting for a slot or in flight. What
+        # Claimed and not yet answered, per endpoint: queued or in flight. What
         # is only waiting for its record to commit no longer counts against the endpoint.
         self._held: dict[str, int] = {}
         self._unfinished = 0  # claimed and not yet recorded, all endpoints
