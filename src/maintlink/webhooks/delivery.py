@@ -159,6 +159,14 @@ class Outcome:
     retry_after: str | None = None
     duration_ms: int = 0
 
+    def __post_init__(self) -> None:
+        # Both are stored, and PostgreSQL text cannot hold NUL: one stray byte in an answer
+        # would fail the record of every attempt in its batch, again at each lease expiry.
+        if self.error is not None:
+            self.error = self.error.replace("\x00", "\ufffd")
+        if self.response_body is not None:
+            self.response_body = self.response_body.replace("\x00", "\ufffd")
+
 
 @dataclass(frozen=True, slots=True)
 class _Endpoint:
@@ -313,12 +321,12 @@ async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         first = await content.read(limit - len(buf))
         buf += first
     drained = 0
-    while not resp.content.at_eof() and drained <= DRAIN_BYTES:
-        chunk = await resp.content.read(DRAIN_BYTES)
+    while not content.at_eof() and drained <= DRAIN_BYTES:
+        chunk = await content.read(DRAIN_BYTES)
         if not chunk:
             break
         drained += len(chunk)
-    if not resp.content.at_eof():
+    if not content.at_eof():
         resp.close()
     return bytes(buf)
 
@@ -922,10 +930,7 @@ class DeliveryWorker:
 
     async def _extend_lease(self, job: _Claimed, now: datetime) -> bool:
         """Extend a lease that could run out during the request; False if it is lost."""
-        timeout = self.settings.webhook_timeout_seconds
-        until = now + timedelta(
-            seconds=max(self.settings.webhook_lease_seconds, timeout + LEASE_MARGIN_SECONDS)
-        )
+        until = now + max(timedelta(seconds=self.settings.webhook_lease_seconds), self._lease_slack)
         async with self.rt.engine.begin() as conn:
             row = (
                 await conn.execute(
@@ -1023,8 +1028,9 @@ class DeliveryWorker:
             kind, message = classify(exc)
             if kind == INTERNAL_ERROR:
                 log.exception("delivery %s: unexpected error", job.id)
-            message = message[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
-            return Outcome(False, failure_kind=kind, error=message, duration_ms=took())
+            return Outcome(
+                False, failure_kind=kind, error=message[:MAX_ERROR_CHARS], duration_ms=took()
+            )
 
     async def _post(
         self,
@@ -1048,8 +1054,7 @@ class DeliveryWorker:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # The status line arrived; the rest of the answer did not. The status decides.
                 raw, error = b"", f"reading the answer failed: {classify(exc)[1]}"
-            # PostgreSQL text cannot hold NUL: a receiver's stray one would fail the record.
-            text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+            text = raw.decode("utf-8", errors="replace")
             retry_after = resp.headers.get("Retry-After")
             location = resp.headers.get("Location")
         if 200 <= status < 300:
