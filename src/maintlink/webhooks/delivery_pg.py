@@ -28,9 +28,11 @@ __all__ = ["RECORD_SUCCESSES_SQL", "PgLink", "claim_sql", "connection_lost", "su
 # true: that scan walks every leased row.
 #
 # The statement is built with its candidate count as a literal and, when no endpoint is left
-# out, without the $4 filter on the main scan: PostgreSQL can then keep one generic plan
-# (an index scan that stops after the candidates) instead of planning every claim anew,
-# which costs more than running it. ``claim_sql`` caches the few texts a worker uses.
+# out, without the $4 filter on the main scan, so that one generic plan (an index scan that
+# stops after the candidates) serves every claim. The claiming session forces that plan
+# (``plan_cache_mode``): left to choose, PostgreSQL estimated the generic plan dearer than a
+# custom one and planned every claim anew, a fifth of the claim's cost. ``claim_sql``
+# caches the few texts a worker uses.
 _CLAIM_TEMPLATE = """
 WITH cand AS (
     (SELECT id, endpoint_id, next_attempt_at AS due FROM deliveries
