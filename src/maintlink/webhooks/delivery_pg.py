@@ -24,8 +24,11 @@ __all__ = ["RECORD_SUCCESSES_SQL", "PgLink", "claim_sql", "connection_lost", "su
 # enough of. Per endpoint, no more than its room (what this worker may still hold of it,
 # and never more than a second of its rate limit). The due test is repeated on the locked
 # rows: PostgreSQL re-checks it against the newest version, so a row another worker just
-# claimed is skipped. Leases that ran out (a crashed worker's) are looked for only when $9 is
-# true: that scan walks every leased row.
+# claimed is skipped. Rows are looked up by id through arrays (``= ANY(ARRAY(...))``), an
+# index condition whatever the statistics: as a join, a plan made while the table held a
+# row or two walked the whole primary key for every claim until the next ANALYZE. Leases
+# that ran out (a crashed worker's) are looked for only when $9 is true: that scan walks
+# every leased row.
 #
 # The statement is built with its candidate count as a literal and, when no endpoint is left
 # out, without the $4 filter on the main scan, so that one generic plan (an index scan that
@@ -56,18 +59,19 @@ ranked AS (
         ON h.endpoint_id = c.endpoint_id
 ),
 locked AS (
-    SELECT d.id FROM deliveries d JOIN ranked r ON r.id = d.id
-    WHERE r.rn <= r.room
+    SELECT d.id FROM deliveries d
+    WHERE d.id = ANY(ARRAY(SELECT r.id FROM ranked r WHERE r.rn <= r.room))
       AND ((d.status = 'pending' AND d.next_attempt_at <= $1)
            OR (d.status = 'delivering' AND d.lease_expires_at < $1))
-    ORDER BY r.due, d.id
+    ORDER BY CASE WHEN d.status = 'pending' THEN d.next_attempt_at ELSE d.lease_expires_at END,
+             d.id
     LIMIT $8
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries d
 SET status = 'delivering', lease_owner = $3, lease_expires_at = $2, updated_at = $1
-FROM locked l, webhook_endpoints e
-WHERE d.id = l.id AND e.id = d.endpoint_id
+FROM webhook_endpoints e
+WHERE d.id = ANY(ARRAY(SELECT id FROM locked)) AND e.id = d.endpoint_id
 RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.body, d.attempt_count, d."trigger",
           e.url, e.headers::text AS headers, e.api_version, e.rate_limit_per_second,
           e.secret_encrypted, e.previous_secret_encrypted, e.previous_secret_expires_at
