@@ -297,8 +297,8 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
     make_store: StoreFactory, database_url: str
 ) -> None:
     """The claim must walk the due index in order, stop after its window and look rows up
-    by id, with the plan PostgreSQL makes for these parameters and with the one it keeps for
-    every claim, even when statistics say the table is empty (they make a bitmap scan of
+    by id, with the plan PostgreSQL makes for these parameters and with a generic one it
+    could keep, even when statistics say the table is empty (they make a bitmap scan of
     every due row look cheapest) and the kept plan was made while it held one row."""
     if not database_url.startswith("postgresql"):
         pytest.skip("the claim statement and its planner settings are PostgreSQL's")
@@ -319,8 +319,10 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
                     f"'{(now + timedelta(seconds=60)).isoformat()}', '{worker.worker_id}', "
                     f"'{{}}', '{{}}', '{{}}', {worker._hold_max}, 10, false)")
 
-        # What every claim runs: the statement prepared once, its plan made at the first
-        # execution (here while the table holds one row) and kept while the table grows.
+        # The statement prepared once and a generic plan made at its first execution (here
+        # while the table holds one row) and kept while the table grows, as PostgreSQL
+        # may choose to do of its own accord.
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
         await conn.execute("PREPARE claim AS " + sql)
         await _emit_for(s, ep, 1)
         await conn.execute(execute(s.clock()))
@@ -345,9 +347,6 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
 
     for plan in (custom, kept):
         assert _due_scan(plan, worker._window)["Actual Rows"] <= worker._window < backlog
-    # One generic plan, not planned again for each claim's values: its index condition
-    # still names the parameter instead of this claim's time.
-    assert "$1" in _due_scan(kept, worker._window)["Index Cond"]
 
 
 def deliveries_scans(plan: str) -> list[dict[str, Any]]:

@@ -609,13 +609,11 @@ class DeliveryWorker:
             # A claim lost in a server crash only means the row is pending again, so claims
             # do not wait for the WAL flush; recorded attempts do. The claim must walk the
             # due index in order and stop after its candidates, whatever the statistics say
-            # (a table analysed while empty makes a bitmap scan of every due row look cheap),
-            # with one plan for every claim instead of planning each (see ``claim_sql``).
+            # (a table analysed while empty makes a bitmap scan of every due row look cheap).
             claim_settings = {
                 "synchronous_commit": "off",
                 "enable_bitmapscan": "off",
                 "enable_seqscan": "off",
-                "plan_cache_mode": "force_generic_plan",
                 "application_name": name,
             }
             # Recording finds each row by its id: never by scanning.

@@ -25,16 +25,17 @@ __all__ = ["RECORD_SUCCESSES_SQL", "PgLink", "claim_sql", "connection_lost", "su
 # and never more than a second of its rate limit). The due test is repeated on the locked
 # rows: PostgreSQL re-checks it against the newest version, so a row another worker just
 # claimed is skipped. Rows are looked up by id through arrays (``= ANY(ARRAY(...))``), an
-# index condition whatever the statistics: as a join, a plan made while the table held a
-# row or two walked the whole primary key for every claim until the next ANALYZE. Leases
+# index condition whatever the statistics say of the table's size: as a join, a plan made
+# while the table held a row or two walked the whole primary key for every claim. Leases
 # that ran out (a crashed worker's) are looked for only when $9 is true: that scan walks
 # every leased row.
 #
 # The statement is built with its candidate count as a literal and, when no endpoint is left
-# out, without the $4 filter on the main scan, so that one generic plan (an index scan that
-# stops after the candidates) serves every claim. The claiming session forces that plan
-# (``plan_cache_mode``): left to choose, PostgreSQL estimated the generic plan dearer than a
-# custom one and planned every claim anew, a fifth of the claim's cost. ``claim_sql``
+# out, without the $4 filter on the main scan. PostgreSQL plans each claim anew (it costs
+# its generic plan above a custom one), about a fifth of a 70-row claim's cost. Forcing
+# the generic plan (``plan_cache_mode``) saves that, but a plan kept from when
+# ``webhook_endpoints`` held one row joins every endpoint to every candidate until the
+# next ANALYZE (330 ms a claim with 2,000 endpoints), so it is not done. ``claim_sql``
 # caches the few texts a worker uses.
 _CLAIM_TEMPLATE = """
 WITH cand AS (
