@@ -24,19 +24,13 @@ __all__ = ["RECORD_SUCCESSES_SQL", "PgLink", "claim_sql", "connection_lost", "su
 # enough of. Per endpoint, no more than its room (what this worker may still hold of it,
 # and never more than a second of its rate limit). The due test is repeated on the locked
 # rows: PostgreSQL re-checks it against the newest version, so a row another worker just
-# claimed is skipped. Rows are looked up by id through arrays (``= ANY(ARRAY(...))``), an
-# index condition whatever the statistics say of the table's size: as a join, a plan made
-# while the table held a row or two walked the whole primary key for every claim. Leases
-# that ran out (a crashed worker's) are looked for only when $9 is true: that scan walks
-# every leased row.
+# claimed is skipped. Leases that ran out (a crashed worker's) are looked for only when $9 is
+# true: that scan walks every leased row.
 #
 # The statement is built with its candidate count as a literal and, when no endpoint is left
-# out, without the $4 filter on the main scan. PostgreSQL plans each claim anew (it costs
-# its generic plan above a custom one), about a fifth of a 70-row claim's cost. Forcing
-# the generic plan (``plan_cache_mode``) saves that, but a plan kept from when
-# ``webhook_endpoints`` held one row joins every endpoint to every candidate until the
-# next ANALYZE (330 ms a claim with 2,000 endpoints), so it is not done. ``claim_sql``
-# caches the few texts a worker uses.
+# out, without the $4 filter on the main scan: PostgreSQL can then keep one generic plan
+# (an index scan that stops after the candidates) instead of planning every claim anew,
+# which costs more than running it. ``claim_sql`` caches the few texts a worker uses.
 _CLAIM_TEMPLATE = """
 WITH cand AS (
     (SELECT id, endpoint_id, next_attempt_at AS due FROM deliveries
@@ -60,19 +54,18 @@ ranked AS (
         ON h.endpoint_id = c.endpoint_id
 ),
 locked AS (
-    SELECT d.id FROM deliveries d
-    WHERE d.id = ANY(ARRAY(SELECT r.id FROM ranked r WHERE r.rn <= r.room))
+    SELECT d.id FROM deliveries d JOIN ranked r ON r.id = d.id
+    WHERE r.rn <= r.room
       AND ((d.status = 'pending' AND d.next_attempt_at <= $1)
            OR (d.status = 'delivering' AND d.lease_expires_at < $1))
-    ORDER BY CASE WHEN d.status = 'pending' THEN d.next_attempt_at ELSE d.lease_expires_at END,
-             d.id
+    ORDER BY r.due, d.id
     LIMIT $8
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE deliveries d
 SET status = 'delivering', lease_owner = $3, lease_expires_at = $2, updated_at = $1
-FROM webhook_endpoints e
-WHERE d.id = ANY(ARRAY(SELECT id FROM locked)) AND e.id = d.endpoint_id
+FROM locked l, webhook_endpoints e
+WHERE d.id = l.id AND e.id = d.endpoint_id
 RETURNING d.id, d.event_id, d.endpoint_id, d.account_id, d.body, d.attempt_count, d."trigger",
           e.url, e.headers::text AS headers, e.api_version, e.rate_limit_per_second,
           e.secret_encrypted, e.previous_secret_encrypted, e.previous_secret_expires_at
