@@ -905,9 +905,9 @@ class DeliveryWorker:
             if not recording:
                 self._finished()
 
-    def _finished(self) -> None:
-        """A claimed delivery is recorded (or given up on): room for more claims."""
-        self._unfinished = max(0, self._unfinished - 1)
+    def _finished(self, count: int = 1) -> None:
+        """``count`` claimed deliveries are recorded (or given up on): room for more claims."""
+        self._unfinished = max(0, self._unfinished - count)
         if self._saturated and self._unfinished <= self._max_held // 2:
             self._saturated = False
             self._kick.set()
@@ -1131,8 +1131,7 @@ class DeliveryWorker:
                             "delivery %s: lease lost before recording; another worker has it",
                             item.job.id,
                         )
-            for _ in batch:
-                self._finished()
+            self._finished(len(batch))
 
     async def _write_successes(self, batch: list[_Success]) -> set[str]:
         for attempt in range(3):
