@@ -22,6 +22,9 @@ from maintlink.worker import Worker
 log = logging.getLogger("maintlink")
 
 SANDBOX_DEMO_KEY = "sbx_demo_key"
+# On stopping, the worker may finish requests in flight (up to the webhook timeout) and
+# record them; past this much more, what still runs is cancelled.
+SHUTDOWN_MARGIN_SECONDS = 5
 
 
 def _uvicorn_config(app: object, host: str, port: int, level: str) -> uvicorn.Config:
@@ -56,8 +59,24 @@ async def run_embedded(settings: Settings, console: Console) -> None:
     app = create_app(settings, runtime=rt, auto_migrate=False)
     api_server = uvicorn.Server(_uvicorn_config(app, settings.host, settings.port,
                                                 settings.log_level))
+    # This process, not one of its servers, owns Ctrl-C and SIGTERM: a uvicorn server would
+    # stop alone and raise the signal again once done, killing the process mid-shutdown.
+    api_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     worker = Worker(rt)
-    tasks = [asyncio.create_task(api_server.serve(), name="api")]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(api_server.serve(), name="api"),
+             asyncio.create_task(stop.wait(), name="stop")]
+    sandbox: asyncio.Task[None] | None = None
+
+    def on_signal() -> None:
+        if stop.is_set():  # asked twice: stop at once
+            for task in tasks:
+                task.cancel()
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     base = f"http://{settings.host}:{settings.port}"
     console.rule("[bold]maintlink")
     console.print(f"API        {base}/api/v1   (docs: {base}/api/v1/docs)")
@@ -65,11 +84,13 @@ async def run_embedded(settings: Settings, console: Console) -> None:
     if settings.sandbox_enabled:
         from maintlink.sandbox.server import serve_sandbox
 
-        tasks.append(asyncio.create_task(serve_sandbox(
+        # The sandbox stops (gracefully) when its task is cancelled.
+        sandbox = asyncio.create_task(serve_sandbox(
             settings.host, settings.sandbox_port, seed=settings.sandbox_seed,
             size=settings.sandbox_size, state_file=settings.data_dir / "sandbox.json",
-            default_api_keys=(SANDBOX_DEMO_KEY,),
-        ), name="sandbox"))
+            default_api_keys=(SANDBOX_DEMO_KEY,), handle_signals=False,
+        ), name="sandbox")
+        tasks.append(sandbox)
         console.print(
             f"Sandbox    http://{settings.host}:{settings.sandbox_port}  "
             f"(integration 'sandbox', api_key '{SANDBOX_DEMO_KEY}')"
@@ -85,13 +106,22 @@ async def run_embedded(settings: Settings, console: Console) -> None:
             if task.exception():
                 raise task.exception()  # type: ignore[misc]
     finally:
+        # Everything stops by itself (requests in flight end, the worker records what it
+        # sent); only what is still running after the grace period is cancelled.
+        stop.set()
         worker.stop()
         api_server.should_exit = True
-        for task in tasks:
-            if not task.done():
-                task.cancel()
+        if sandbox is not None:
+            sandbox.cancel()
+        _, pending = await asyncio.wait(
+            tasks, timeout=settings.webhook_timeout_seconds + SHUTDOWN_MARGIN_SECONDS
+        )
+        for task in pending:
+            task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.gather(*tasks, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         await rt.aclose()
 
 

@@ -148,4 +148,5 @@ def test_serve_starts_api_and_sandbox_and_stops_gracefully(env: dict[str, str]) 
         proc.send_signal(signal.SIGTERM)
         out, errs = proc.communicate(timeout=30)
     assert proc.returncode == 0, errs
+    assert "Traceback" not in errs and " ERROR " not in errs, errs  # a clean shutdown
     assert "mlk_" in out + errs  # the first start prints the first admin key

@@ -91,8 +91,14 @@ async def serve_sandbox(
         default_api_keys=default_api_keys,
     )
     sock = _bind(host, port)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
-        await server.serve(sockets=[sock])
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        # Cancelled: shut down as on Ctrl-C (lifespan and open requests end cleanly).
+        server.should_exit = True
+        await serving
+        raise
     finally:
         sock.close()
 
