@@ -319,6 +319,15 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
     assert not [n for n in scans if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")]
 
 
+def successes(jobs: list[Any], at: Any) -> str:
+    """``RECORD_SUCCESSES_SQL``'s batch: a 200 for each of ``jobs``."""
+    return success_batch([
+        {"id": j.id, "attempt_number": 1, "status_code": 200, "attempt_id": f"att_{j.id}",
+         "attempted_at": at, "duration_ms": 1, "error": None, "response_body": ""}
+        for j in jobs
+    ])
+
+
 def deliveries_scans(plan: str) -> list[dict[str, Any]]:
     """The scans of ``deliveries`` in an EXPLAIN (FORMAT JSON) plan."""
     scans: list[dict[str, Any]] = []
@@ -357,12 +366,7 @@ async def test_a_success_batch_finds_its_rows_by_id_not_by_walking_the_leases(
         try:
             [[plan]] = await conn.fetch(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + RECORD_SUCCESSES_SQL,
-                worker.worker_id, now, success_batch([
-                    {"id": j.id, "attempt_number": 1, "status_code": 200,
-                     "attempt_id": f"att_{j.id}", "attempted_at": now, "duration_ms": 1,
-                     "error": None, "response_body": ""}
-                    for j in batch
-                ]), [j.id for j in batch],
+                worker.worker_id, now, successes(batch, now), [j.id for j in batch],
             )
         finally:
             await tx.rollback()
@@ -371,6 +375,89 @@ async def test_a_success_batch_finds_its_rows_by_id_not_by_walking_the_leases(
     scans = deliveries_scans(plan)
     assert scans and all(n.get("Index Name") == "pk_deliveries" for n in scans), scans
     assert sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans) == len(batch)
+
+
+async def test_a_success_batch_reads_the_endpoints_once_whatever_its_kept_plan(
+    make_store: StoreFactory, database_url: str
+) -> None:
+    """PostgreSQL keeps a generic plan for the recording statement after a few runs. One made
+    while ``webhook_endpoints`` held a single row must not, once there are many failing
+    endpoints, read them all again for every recorded row (that made each batch cost tens of
+    milliseconds and slowed every healthy endpoint)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the recording statement and its planner settings are PostgreSQL's")
+    s = await make_store()
+    ep, _ = await new_endpoint(s.rt, s.account_id, "https://receiver.example/hook")
+    async with s.rt.engine.begin() as conn:
+        for _ in range(20):
+            await emit(conn, account_id=s.account_id, type="webhook.test",
+                       data={"endpoint_id": ep, "message": "m"}, only_endpoint_id=ep,
+                       now=s.clock())
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    admin = await asyncpg.connect(dsn)
+    worker = s.worker()
+    try:
+        # Statistics of one endpoint, kept: no analyse may replace them during the test.
+        await admin.execute("ALTER TABLE webhook_endpoints SET (autovacuum_enabled = false)")
+        await admin.execute("ANALYZE webhook_endpoints")
+        leased = await worker._claim(20)
+        assert len(leased) == 20
+        now = s.clock()
+
+        def execute(jobs: list[Any]) -> str:
+            # EXECUTE takes no bound parameters: the arguments as literals.
+            def lit(value: str) -> str:
+                return "'" + value.replace("'", "''") + "'"
+
+            ids = "ARRAY[" + ", ".join(lit(j.id) for j in jobs) + "]::text[]"
+            return (f"EXECUTE record_kept({lit(worker.worker_id)}, {lit(now.isoformat())}, "
+                    f"{lit(successes(jobs, now))}, {ids})")
+
+        conn = await worker._links()[1][0]._connection()  # a recording session, as configured
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        await conn.execute(
+            f"PREPARE record_kept(text, timestamptz, json, text[]) AS {RECORD_SUCCESSES_SQL}"
+        )
+        tx = conn.transaction()
+        await tx.start()
+        try:  # the generic plan is made and kept now, with one endpoint in the statistics
+            await conn.execute(execute(leased[:1]))
+        finally:
+            await tx.rollback()
+        for i in range(300):  # failing endpoints, unknown to the kept plan
+            await new_endpoint(s.rt, s.account_id, f"https://receiver.example/{i}")
+        await admin.execute("UPDATE webhook_endpoints SET failing_since = now() WHERE id <> $1", ep)
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            [[plan]] = await conn.fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + execute(leased))
+        finally:
+            await tx.rollback()
+    finally:
+        await worker.aclose()
+        await admin.execute("ALTER TABLE webhook_endpoints RESET (autovacuum_enabled)")
+        await admin.close()
+    # Every row each node of the endpoints' update handled, over all its loops: a plan that
+    # reads the batch again for every failing endpoint (or the reverse) handles thousands.
+    handled = update_work(plan, "webhook_endpoints")
+    assert 0 < handled <= 2 * (301 + len(leased)), plan
+
+
+def update_work(plan: str, relation: str) -> int:
+    """Rows handled, over all loops, by the nodes under the update of ``relation`` in an
+    EXPLAIN (ANALYZE, FORMAT JSON) plan."""
+
+    def rows(node: dict[str, Any]) -> int:
+        own = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        own += node.get("Rows Removed by Join Filter", 0)
+        return own * node.get("Actual Loops", 1) + sum(rows(c) for c in node.get("Plans", []))
+
+    def find(node: dict[str, Any]) -> int:
+        if node["Node Type"] == "ModifyTable" and node.get("Relation Name") == relation:
+            return sum(rows(c) for c in node.get("Plans", []))
+        return sum(find(c) for c in node.get("Plans", []))
+
+    return find(json.loads(plan)[0]["Plan"])
 
 
 async def test_a_dead_endpoint_does_not_slow_a_healthy_one(
