@@ -27,6 +27,7 @@ from maintlink.webhooks.delivery_pg import RECORD_SUCCESSES_SQL, claim_sql, succ
 from tests.webhooks.receivers import (
     Received,
     Reply,
+    Store,
     StoreFactory,
     attempt_rows,
     delivery_rows,
@@ -272,6 +273,15 @@ async def test_two_workers_never_deliver_the_same_delivery_twice(
     assert rx.max_in_flight <= 2 * 3 * 4  # two workers x three endpoints x the cap
 
 
+async def emit_due(s: Store, endpoint_id: str, count: int) -> None:
+    """``count`` events for ``endpoint_id`` in one transaction: as many due deliveries."""
+    async with s.rt.engine.begin() as conn:
+        for _ in range(count):
+            await emit(conn, account_id=s.account_id, type="webhook.test",
+                       data={"endpoint_id": endpoint_id, "message": "m"},
+                       only_endpoint_id=endpoint_id, now=s.clock())
+
+
 async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
     make_store: StoreFactory, database_url: str
 ) -> None:
@@ -287,11 +297,7 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
         await admin.execute("ANALYZE deliveries")
         backlog = await admin.fetchval("SELECT count(*) FROM deliveries")
         for _ in range(4):  # a backlog well past the window, still "empty" to the planner
-            async with s.rt.engine.begin() as conn:
-                for _ in range(100):
-                    await emit(conn, account_id=s.account_id, type="webhook.test",
-                               data={"endpoint_id": ep, "message": "m"},
-                               only_endpoint_id=ep, now=s.clock())
+            await emit_due(s, ep, 100)
         backlog += 400
     finally:
         await admin.close()
@@ -349,11 +355,7 @@ async def test_a_success_batch_finds_its_rows_by_id_not_by_walking_the_leases(
         pytest.skip("the recording statement and its planner settings are PostgreSQL's")
     s = await make_store()
     ep, _ = await new_endpoint(s.rt, s.account_id, "https://receiver.example/hook")
-    async with s.rt.engine.begin() as conn:
-        for _ in range(60):
-            await emit(conn, account_id=s.account_id, type="webhook.test",
-                       data={"endpoint_id": ep, "message": "m"}, only_endpoint_id=ep,
-                       now=s.clock())
+    await emit_due(s, ep, 60)
     worker = s.worker()
     try:
         leased = await worker._claim(60)  # many leased rows, few of them in the batch
@@ -388,11 +390,7 @@ async def test_a_success_batch_stays_linear_in_the_failing_endpoints_whatever_it
         pytest.skip("the recording statement and its planner settings are PostgreSQL's")
     s = await make_store()
     ep, _ = await new_endpoint(s.rt, s.account_id, "https://receiver.example/hook")
-    async with s.rt.engine.begin() as conn:
-        for _ in range(20):
-            await emit(conn, account_id=s.account_id, type="webhook.test",
-                       data={"endpoint_id": ep, "message": "m"}, only_endpoint_id=ep,
-                       now=s.clock())
+    await emit_due(s, ep, 20)
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
     admin = await asyncpg.connect(dsn)
     worker = s.worker()
