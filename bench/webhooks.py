@@ -3,14 +3,17 @@
     .venv/bin/python bench/webhooks.py [--store postgresql|sqlite|both] [--events 3000]
                                        [--rate 200] [--duration 15] [--workers 1,2]
                                        [--concurrency 8] [--emit-batch 10]
-                                       [--emitter auto|process|inline]
+                                       [--emitter auto|process|inline] [--repeat 3]
+                                       [--receiver lean|aiohttp]
 
-Set-up: a receiver in its own process (aiohttp HTTPS server on 127.0.0.1 with a certificate from
+Set-up: a receiver in its own process (an HTTPS server on 127.0.0.1 with a certificate from
 a throw-away trustme CA, answering 200 at once, recording the arrival time.time() of every
-``webhook-id``); a fresh store (PostgreSQL database ``maintlink_bench_webhooks`` dropped and
-created and migrated, or a new SQLite file) holding one account and one endpoint pointing at the
-receiver, created with ``endpoints.create_endpoint``; ``DeliveryWorker`` s run in this process
-with ``webhook_ca_bundle`` = the CA and ``webhook_allowed_networks`` = 127.0.0.0/8.
+``webhook-id``; ``--receiver lean``, the default, parses with ``httptools`` in an asyncio
+protocol, ``--receiver aiohttp`` is an aiohttp web application); a fresh store (PostgreSQL
+database ``maintlink_bench_webhooks`` dropped and created and migrated, or a new SQLite file)
+holding one account and one endpoint pointing at the receiver, created with
+``endpoints.create_endpoint``; ``DeliveryWorker`` s run in this process with
+``webhook_ca_bundle`` = the CA and ``webhook_allowed_networks`` = 127.0.0.0/8.
 
 Events are ``sync.completed`` events written by ``events.emit``. On PostgreSQL they are emitted
 by a separate process (as ``maintlink api`` next to ``maintlink worker``: wake-ups by NOTIFY);
@@ -25,7 +28,7 @@ has). ``--emitter`` overrides that.
    and the receiver saw each webhook-id exactly once. This rate cannot exceed the emitter's.
    Then a backlog drain: the same events emitted before one worker starts, timed from its
    start (the worker alone). The ratio target is on the drain; the drain and the ceiling
-   each run twice, alternated, and the best of each counts.
+   each run ``--repeat`` times (3), alternated, and the best of each counts.
 2. Ceiling: the same receiver driven by a bare asyncio POST loop: the worker's aiohttp session
    (``urls.make_connector``, same limits, TLS context and connection reuse), the same body and
    headers, ``--concurrency`` requests in flight (the endpoint's cap), no store, no signing.
@@ -114,63 +117,167 @@ def _run_loop(main: Awaitable[None], fast: bool = False) -> None:
 # --- the receiver, in its own process ----------------------------------------------------------
 
 
+class _Counts:
+    """What the receiver saw: requests, duplicate webhook-ids, body bytes, first arrivals."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.requests = self.duplicates = self.bytes = 0
+
+    def hook(self, msg_id: str, size: int, at: float) -> None:
+        self.requests += 1
+        self.bytes += size
+        if msg_id in self.arrivals:
+            self.duplicates += 1
+        else:
+            self.arrivals[msg_id] = at
+
+    def stats(self, arrivals: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "requests": self.requests, "duplicates": self.duplicates, "bytes": self.bytes
+        }
+        if arrivals:
+            out["arrivals"] = self.arrivals
+        return out
+
+    def reset(self) -> None:
+        self.arrivals.clear()
+        self.requests = self.duplicates = self.bytes = 0
+
+
+_OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+class _LeanReceiver(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection of the lean receiver, parsed by ``httptools``
+    (llhttp, uvicorn's parser): the least CPU per request we know how to spend on loopback,
+    so that the receiver takes as little as it can of the cores the worker and PostgreSQL
+    share with it."""
+
+    def __init__(self, counts: _Counts) -> None:
+        import httptools
+
+        self.counts = counts
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self._url = b""
+        self._msg_id = b""
+        self._size = 0
+        self._at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] (uvloop's is no subclass)
+
+    def data_received(self, data: bytes) -> None:
+        import httptools
+
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            self.transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url, self._msg_id, self._size, self._at = b"", b"", 0, time.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == 10 and name.lower() == b"webhook-id":
+            self._msg_id = value
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+
+    def on_message_complete(self) -> None:
+        assert self.transport is not None
+        path, _, query = self._url.partition(b"?")
+        method = self.parser.get_method()
+        if method == b"POST" and path == b"/_reset":
+            self.counts.reset()
+            self.transport.write(_OK)
+        elif method == b"GET" and path == b"/_stats":
+            payload = json.dumps(self.counts.stats(b"arrivals=1" in query)).encode()
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+        elif method == b"POST":
+            self.counts.hook(self._msg_id.decode("latin-1"), self._size, self._at)
+            self.transport.write(_OK)
+        else:
+            self.transport.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+
+
 def receiver_main(raw: str) -> None:
     """Child: an HTTPS server answering 200 at once; prints ``PORT <n>``, serves until SIGTERM.
 
     ``GET /_stats`` returns the counts (and, with ``?arrivals=1``, the first arrival time of each
-    webhook-id); ``POST /_reset`` forgets everything."""
+    webhook-id); ``POST /_reset`` forgets everything. ``kind`` ``lean`` serves with an
+    ``httptools`` protocol, ``aiohttp`` with an aiohttp web application."""
     exit_when_parent_goes()
-    from aiohttp import web
-
     cfg = json.loads(raw)
-    arrivals: dict[str, float] = {}
-    counts = {"requests": 0, "duplicates": 0, "bytes": 0}
+    counts = _Counts()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cfg["cert"], cfg["key"])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
 
-    async def hook(request: web.Request) -> web.Response:
-        at = time.time()
-        body = await request.read()
-        counts["requests"] += 1
-        counts["bytes"] += len(body)
-        msg_id = request.headers.get("webhook-id", "")
-        if msg_id in arrivals:
-            counts["duplicates"] += 1
-        else:
-            arrivals[msg_id] = at
-        return web.Response(text="ok")
+    async def serve_lean() -> Callable[[], Awaitable[None]]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _LeanReceiver(counts), sock=sock, ssl=context
+        )
 
-    async def stats(request: web.Request) -> web.Response:
-        out: dict[str, Any] = dict(counts)
-        if request.query.get("arrivals"):
-            out["arrivals"] = arrivals
-        return web.json_response(out)
+        async def stop() -> None:
+            server.close()
 
-    async def reset(_request: web.Request) -> web.Response:
-        arrivals.clear()
-        counts.update(requests=0, duplicates=0, bytes=0)
-        return web.Response(text="ok")
+        return stop
 
-    async def serve() -> None:
+    async def serve_aiohttp() -> Callable[[], Awaitable[None]]:
+        from aiohttp import web
+
+        async def hook(request: web.Request) -> web.Response:
+            at = time.time()
+            body = await request.read()
+            counts.hook(request.headers.get("webhook-id", ""), len(body), at)
+            return web.Response(text="ok")
+
+        async def stats(request: web.Request) -> web.Response:
+            return web.json_response(counts.stats(bool(request.query.get("arrivals"))))
+
+        async def reset(_request: web.Request) -> web.Response:
+            counts.reset()
+            return web.Response(text="ok")
+
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_get("/_stats", stats)
         app.router.add_post("/_reset", reset)
         app.router.add_post("/{tail:.*}", hook)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cfg["cert"], cfg["key"])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1024)
-        site = web.SockSite(runner, sock, ssl_context=context)
-        await site.start()
+        await web.SockSite(runner, sock, ssl_context=context).start()
+        return runner.cleanup
+
+    async def serve() -> None:
+        stop_serving = await (serve_lean() if cfg["kind"] == "lean" else serve_aiohttp())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         print(f"PORT {sock.getsockname()[1]}", flush=True)
         await stop.wait()
-        await runner.cleanup()
+        await stop_serving()
 
     _run_loop(serve(), fast=True)
 
@@ -903,11 +1010,13 @@ async def run_store(
 
         await ceiling()
         out["saturation"] = [await run(n, False) for n in args.workers]
-        # The worker alone against the ceiling: both run twice, alternated, and the best of
-        # each counts, so that a burst of load from other processes does not decide the ratio.
+        # The worker alone against the ceiling: both run --repeat times, alternated, and the
+        # best of each counts, so that a burst of load from other processes does not decide
+        # the ratio.
         drains = [await run(1, True)]
-        await ceiling()
-        drains.append(await run(1, True))
+        for _ in range(args.repeat - 1):
+            await ceiling()
+            drains.append(await run(1, True))
         out["drains"] = [d["rate"] for d in drains]
         out["saturation"].append(max(drains, key=lambda d: float(d["rate"])))
         log(f"[{store}] latency: {args.rate:g} events/s for {args.duration:g} s ...")
@@ -995,7 +1104,7 @@ def report(
         lambda r: max(r["load_before"], r["load_after"]) < (os.cpu_count() or 1),
     )
     row(
-        "HTTP ceiling (bare aiohttp loop), best of two",
+        f"HTTP ceiling (bare aiohttp loop), best of {args.repeat}",
         lambda r: (
             f"{r['ceiling']:,.0f} req/s (" + " / ".join(f"{c:,.0f}" for c in r["ceilings"]) + ")"
         ),
@@ -1014,7 +1123,7 @@ def report(
         table.add_section()
         if backlog:
             row(
-                f"backlog drain, {label}: {args.events:,} events, best of two",
+                f"backlog drain, {label}: {args.events:,} events, best of {args.repeat}",
                 lambda r, s=sat: (
                     f"{s(r)['rate']:,.0f} deliveries/s ("
                     + " / ".join(f"{d:,.0f}" for d in r["drains"])
@@ -1129,6 +1238,9 @@ def report(
         f"{clients['httpx_cpu_ms'] / clients['aiohttp_cpu_ms']:.2f}x less",
     )
 
+    receiver_kind = (
+        "an httptools protocol" if args.receiver == "lean" else "an aiohttp web application"
+    )
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     loop_name = "uvloop" if loop_name == "uvloop" else "asyncio's own loop"
     console = Console()
@@ -1140,15 +1252,18 @@ def report(
         f"attempt transaction committed ({args.emit_batch} events per emitting transaction); "
         "backlog drain: the same events emitted before the worker starts, timed from its "
         "start (the worker alone; the ratio target applies to it). The drain and the ceiling "
-        "each run twice, alternated; the best of each counts. Ratio: deliveries/s over the "
+        f"each run {args.repeat} time{'s' if args.repeat != 1 else ''}, alternated; the best "
+        "of each counts. Ratio: "
+        "deliveries/s over the "
         "ceiling's requests/s (same receiver, client, connection reuse and concurrency). "
         "SQL per delivery: statements, transactions and "
         "pool checkouts of the store's engine in this process, plus the statements the "
         "workers send on their own asyncpg connections on PostgreSQL (one transaction each, "
         "no checkout). CPU: time.process_time() of the process over "
         "the phase, per delivery; the store server's CPU is not included. Latency: "
-        "time.time() after the emitting commit -> time.time() when the receiver's handler "
-        "starts. The receiver is a separate process (aiohttp on uvloop); the workers and the "
+        "time.time() after the emitting commit -> time.time() when the receiver starts "
+        f"reading the request. The receiver is a separate process ({receiver_kind} on "
+        "uvloop); the workers and the "
         f"ceiling loop run in this process on {loop_name}, as `maintlink worker` does "
         "(--loop). "
         f"{os.cpu_count()} CPUs; a load average above that means other processes competed."
@@ -1192,7 +1307,9 @@ async def run_all(args: argparse.Namespace, children: Children, workdir: Path) -
     with open(cert_file, "wb") as f:
         for blob in cert.cert_chain_pems:
             f.write(blob.bytes())
-    proc = children.start("--_receiver", json.dumps({"cert": cert_file, "key": key_file}))
+    proc = children.start(
+        "--_receiver", json.dumps({"cert": cert_file, "key": key_file, "kind": args.receiver})
+    )
     port = int(await asyncio.to_thread(_read_line, proc, "PORT "))
     receiver = ReceiverControl(f"https://127.0.0.1:{port}", urls.make_ssl_context(ca_file))
     body = make_body()
@@ -1271,9 +1388,20 @@ def main() -> None:
         help="event loop of the workers and the ceiling loop: uvloop (as `maintlink worker` "
         "runs when uvloop is installed) or asyncio's own",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3,
+        help="backlog drains, each after a ceiling measurement; the best of each counts",
+    )
+    parser.add_argument(
+        "--receiver", choices=("lean", "aiohttp"), default="lean",
+        help="the receiver process: an httptools protocol (lean, the default) or an aiohttp "
+        "web application; both on uvloop",
+    )
     parser.add_argument("--_receiver", help=argparse.SUPPRESS)
     parser.add_argument("--_emitter", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args._receiver is not None:
         receiver_main(args._receiver)
         return
