@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httptools
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "src"))
 
@@ -158,8 +160,6 @@ class _LeanReceiver(asyncio.Protocol):
     share with it."""
 
     def __init__(self, counts: _Counts) -> None:
-        import httptools
-
         self.counts = counts
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -172,8 +172,6 @@ class _LeanReceiver(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment] (uvloop's is no subclass)
 
     def data_received(self, data: bytes) -> None:
-        import httptools
-
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
