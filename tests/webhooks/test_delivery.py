@@ -165,9 +165,6 @@ async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(
         standardwebhooks.Webhook(old).verify(after.body, after.headers)
 
 
-# --- failures -----------------------------------------------------------------------------------
-
-
 async def test_claims_sign_for_their_second_and_later_requests_are_signed_again(
     make_store: StoreFactory, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,6 +205,9 @@ async def test_claims_sign_for_their_second_and_later_requests_are_signed_again(
         standardwebhooks.Webhook(secret).verify(request.body, request.headers)
     _, attempt = await attempt_rows(s.rt)
     assert attempt.attempted_at == s.clock()  # the request's time, as its header says
+
+
+# --- failures -----------------------------------------------------------------------------------
 
 
 async def test_each_failure_kind_is_recorded(make_store: StoreFactory, ca: trustme.CA) -> None:
