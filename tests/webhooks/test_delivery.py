@@ -16,11 +16,12 @@ import pytest
 import standardwebhooks
 import svix.webhooks
 import trustme
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from maintlink.config import Settings
-from maintlink.domain.endpoints import enable_endpoint, rotate_secret
-from maintlink.store.tables import attempts, deliveries, events, webhook_endpoints
+from maintlink.domain.deliveries import resend
+from maintlink.domain.endpoints import delete_endpoint, enable_endpoint, rotate_secret
+from maintlink.store.tables import deliveries, events, webhook_endpoints
 from maintlink.webhooks import signing
 from maintlink.webhooks.delivery import USER_AGENT, make_job, purge_expired
 from maintlink.webhooks.schedule import next_delay, parse_retry_after, retry_delay
@@ -567,6 +568,10 @@ async def test_purge_removes_expired_events_and_attempts(
             s.clock.set(now - timedelta(days=40))
             old = await emit_test(s.rt, s.account_id, ep, "old")
             assert await worker.run_once() == 1
+            s.clock.set(now - timedelta(days=2))
+            async with s.rt.engine.begin() as conn:  # an old event sent again, recently
+                await resend(conn, s.account_id, old, ep, now=s.clock())
+            assert await worker.run_once() == 1
             s.clock.set(now - timedelta(days=1))
             recent = await emit_test(s.rt, s.account_id, ep, "recent")
             assert await worker.run_once() == 1
@@ -575,18 +580,35 @@ async def test_purge_removes_expired_events_and_attempts(
         stuck = await emit_test(s.rt, s.account_id, ep, "old but still pending")
         s.clock.set(now)
 
-    assert await purge_expired(s.rt) == 2  # the old event and its attempt
+    # The old event, its old attempt, and its recent one: an event's attempts go with it.
+    assert await purge_expired(s.rt) == 3
     left = {r.id for r in await rows(s.rt, select(events.c.id))}
     assert left == {recent, stuck}
     assert old not in {d.event_id for d in await delivery_rows(s.rt)}
-    count = await rows(s.rt, select(func.count()).select_from(attempts))
-    assert count[0][0] == 1
+    assert [a.event_id for a in await attempt_rows(s.rt)] == [recent]
     job = make_job(s.rt)  # the same purge, as a periodic job for `maintlink worker`
     assert job.name == "purge-webhook-events" and job.interval == 3600
     await job.run()
     assert await purge_expired(s.rt) == 0
     pending = await rows(s.rt, select(deliveries.c.status).where(deliveries.c.event_id == stuck))
     assert pending[0][0] == "pending"
+
+
+async def test_deleting_an_endpoint_deletes_its_deliveries_and_attempts(
+    make_store: StoreFactory, ca: trustme.CA
+) -> None:
+    s = await make_store()
+    async with receiving(ca) as rx:
+        gone, _ = await new_endpoint(s.rt, s.account_id, rx.url)
+        kept, _ = await new_endpoint(s.rt, s.account_id, rx.url)
+        await emit_test(s.rt, s.account_id, None)  # one delivery to each endpoint
+        async with s.worker() as worker:
+            assert await worker.run_once() == 2
+        await emit_test(s.rt, s.account_id, gone, "not sent yet")
+    async with s.rt.engine.begin() as conn:
+        await delete_endpoint(conn, s.account_id, gone)
+    assert {d.endpoint_id for d in await delivery_rows(s.rt)} == {kept}
+    assert [a.endpoint_id for a in await attempt_rows(s.rt)] == [kept]
 
 
 async def test_an_unsignable_delivery_is_an_internal_error(

@@ -319,7 +319,7 @@ async def test_a_claim_reads_its_window_of_due_rows_whatever_the_statistics(
         await worker.aclose()
 
     scans = deliveries_scans(plan)
-    due = [n for n in scans if n.get("Index Name") == "ix_deliveries_status_next_attempt_at"]
+    due = [n for n in scans if n.get("Index Name") == "ix_deliveries_pending_due"]
     assert due and due[0]["Node Type"] == "Index Scan", scans
     assert due[0]["Actual Rows"] <= worker._window < backlog
     assert not [n for n in scans if n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan")]

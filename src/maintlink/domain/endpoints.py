@@ -18,7 +18,7 @@ from maintlink.domain.event_types import EVENT_TYPES
 from maintlink.errors import MaintlinkError
 from maintlink.ids import new_id
 from maintlink.runtime import Runtime
-from maintlink.store.tables import connections, deliveries, webhook_endpoints
+from maintlink.store.tables import attempts, connections, deliveries, webhook_endpoints
 from maintlink.webhooks import signing
 from maintlink.webhooks.urls import InvalidWebhookURL, parse_allowed_networks, validate_webhook_url
 
@@ -180,7 +180,10 @@ async def update_endpoint(
 
 async def delete_endpoint(conn: AsyncConnection, account_id: str, endpoint_id: str) -> None:
     await get_endpoint(conn, account_id, endpoint_id)
+    # Deliveries first: their row locks make a worker still recording one wait, and then
+    # find it gone, so no attempt of this endpoint is written after the next statement.
     await conn.execute(delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
+    await conn.execute(delete(attempts).where(attempts.c.endpoint_id == endpoint_id))
     await conn.execute(delete(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id))
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from maintlink.store.types import JSONType, UTCDateTime
@@ -252,7 +253,13 @@ deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("succeeded_at", UTCDateTime),
-    Index(None, "status", "next_attempt_at"),
+    # Partial, so that only rows a claim looks for are indexed: a claimed row leaves the
+    # first, a finished one both, and neither index grows with the delivered history.
+    Index("ix_deliveries_pending_due", "next_attempt_at",
+          postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+    Index("ix_deliveries_leased_until", "lease_expires_at",
+          postgresql_where=text("status = 'delivering'"),
+          sqlite_where=text("status = 'delivering'")),
     Index(None, "endpoint_id", "status"),
     Index(None, "event_id"),
 )
@@ -261,8 +268,10 @@ attempts = Table(
     "attempts",
     metadata,
     Column("id", String(40), primary_key=True),
-    Column("delivery_id", String(40), ForeignKey("deliveries.id", ondelete="CASCADE"),
-           nullable=False),
+    # No foreign key: checking it cost every recorded attempt an index lookup. Attempts are
+    # deleted with their deliveries by the code that deletes those (an endpoint's deletion,
+    # the retention purge), after them, so a concurrent recording cannot leave one behind.
+    Column("delivery_id", String(40), nullable=False),
     Column("event_id", String(40), nullable=False),
     Column("endpoint_id", String(40), nullable=False),
     Column("account_id", String(40), nullable=False),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, String, case, cast, func, or_, select
+from sqlalchemy import Row, String, case, cast, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from maintlink.store.tables import (
@@ -226,10 +226,15 @@ async def delivery_summary(
             out.delivered = int(n)
         elif status == "failed":
             out.failed = int(n)
+    # One branch per status, so that each reads its partial index (pending, leased) on
+    # both stores instead of every delivery of the account.
+    waiting = union_all(*(
+        select(deliveries.c.created_at)
+        .where(deliveries.c.account_id == account_id, deliveries.c.status == status)
+        for status in ("pending", "delivering")
+    )).subquery()
     queued = (await conn.execute(
-        select(func.count(), func.min(deliveries.c.created_at))
-        .where(deliveries.c.account_id == account_id,
-               deliveries.c.status.in_(("pending", "delivering"))))).one()
+        select(func.count(), func.min(waiting.c.created_at)))).one()
     out.in_flight, out.oldest_pending = int(queued[0]), queued[1]
     # The newest attempts are enough for a percentile a person reads.
     recent = (await conn.execute(

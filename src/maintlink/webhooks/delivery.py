@@ -1397,7 +1397,8 @@ def _attempt_row(
 
 async def purge_expired(rt: Runtime, *, batch: int = 1000) -> int:
     """Delete attempts and events older than ``event_retention_days`` (an event's deliveries
-    go with it); events with a delivery still under way are kept. Returns the rows deleted."""
+    and all their attempts go with it); events with a delivery still under way are kept.
+    Returns the rows deleted (events and attempts)."""
     cutoff = rt.clock() - timedelta(days=rt.settings.event_retention_days)
     total = 0
     old_attempts = select(attempts.c.id).where(attempts.c.attempted_at < cutoff).limit(batch)
@@ -1405,16 +1406,25 @@ async def purge_expired(rt: Runtime, *, batch: int = 1000) -> int:
         deliveries.c.event_id == events.c.id, deliveries.c.status.in_(("pending", "delivering"))
     )
     old_events = select(events.c.id).where(events.c.created_at < cutoff, ~under_way).limit(batch)
-    for stmt in (
-        delete(attempts).where(attempts.c.id.in_(old_attempts)),
-        delete(events).where(events.c.id.in_(old_events)),
-    ):
-        while True:  # small transactions: never one huge lock
-            async with rt.engine.begin() as conn:
-                deleted = (await conn.execute(stmt)).rowcount or 0
-            total += deleted
-            if deleted < batch:
-                break
+    while True:  # small transactions: never one huge lock
+        async with rt.engine.begin() as conn:
+            deleted = (await conn.execute(
+                delete(attempts).where(attempts.c.id.in_(old_attempts)))).rowcount or 0
+        total += deleted
+        if deleted < batch:
+            break
+    while True:
+        async with rt.engine.begin() as conn:
+            # Then the events' other attempts (a resend's may be recent): an event's attempts
+            # are listed under it, so none outlives it.
+            ids = list((await conn.execute(
+                delete(events).where(events.c.id.in_(old_events)).returning(events.c.id)
+            )).scalars())
+            if ids:
+                gone = await conn.execute(delete(attempts).where(attempts.c.event_id.in_(ids)))
+                total += len(ids) + (gone.rowcount or 0)
+        if len(ids) < batch:
+            break
     return total
 
 

@@ -19,7 +19,7 @@ import orjson
 
 __all__ = ["RECORD_SUCCESSES_SQL", "PgLink", "claim_sql", "connection_lost", "success_batch"]
 
-# Candidates are the oldest due rows, read off ix_deliveries_status_next_attempt_at in index
+# Candidates are the oldest due rows, read off ix_deliveries_pending_due in index
 # order (cost independent of the backlog), minus the endpoints this worker already holds
 # enough of. Per endpoint, no more than its room (what this worker may still hold of it,
 # and never more than a second of its rate limit). The due test is repeated on the locked
