@@ -19,9 +19,11 @@ import trustme
 from sqlalchemy import select
 
 from maintlink.config import Settings
+from maintlink.domain.accounts import create_admin_key
 from maintlink.domain.deliveries import resend
 from maintlink.domain.endpoints import delete_endpoint, enable_endpoint, rotate_secret
 from maintlink.store.tables import deliveries, events, webhook_endpoints
+from maintlink.web.dashboard_queries import delivery_summary
 from maintlink.webhooks import signing
 from maintlink.webhooks.delivery import USER_AGENT, make_job, purge_expired
 from maintlink.webhooks.schedule import next_delay, parse_retry_after, retry_delay
@@ -609,6 +611,32 @@ async def test_deleting_an_endpoint_deletes_its_deliveries_and_attempts(
         await delete_endpoint(conn, s.account_id, gone)
     assert {d.endpoint_id for d in await delivery_rows(s.rt)} == {kept}
     assert [a.endpoint_id for a in await attempt_rows(s.rt)] == [kept]
+
+
+async def test_the_dashboards_queue_counts_pending_and_leased_deliveries(
+    make_store: StoreFactory,
+) -> None:
+    """Pending and leased deliveries of the account count; no other status or account."""
+    s = await make_store()
+    async with s.rt.engine.begin() as conn:
+        other, _, _ = await create_admin_key(conn, "other")
+    ep, _ = await new_endpoint(s.rt, s.account_id, "https://127.0.0.1:9/hook")
+    theirs, _ = await new_endpoint(s.rt, other, "https://127.0.0.1:9/hook")
+    start = s.clock()
+    made = []
+    for minutes, status in ((1, "succeeded"), (2, "delivering"), (3, "pending"), (4, "failed")):
+        s.clock.set(start + timedelta(minutes=minutes))
+        event = await emit_test(s.rt, s.account_id, ep, status)
+        async with s.rt.engine.begin() as conn:
+            await conn.execute(deliveries.update().where(deliveries.c.event_id == event)
+                               .values(status=status))
+        made.append(event)
+    s.clock.set(start)
+    await emit_test(s.rt, other, theirs)  # another account's, older, pending
+    async with s.rt.engine.connect() as conn:
+        summary = await delivery_summary(conn, s.account_id, start + timedelta(minutes=5))
+    assert summary.in_flight == 2
+    assert summary.oldest_pending == start + timedelta(minutes=2)
 
 
 async def test_an_unsignable_delivery_is_an_internal_error(

@@ -1415,12 +1415,10 @@ async def purge_expired(rt: Runtime, *, batch: int = 1000) -> int:
             break
     while True:
         async with rt.engine.begin() as conn:
-            # Then the events' other attempts (a resend's may be recent): an event's attempts
-            # are listed under it, so none outlives it.
             ids = list((await conn.execute(
                 delete(events).where(events.c.id.in_(old_events)).returning(events.c.id)
             )).scalars())
-            if ids:
+            if ids:  # and the events' other attempts (a resend's may be recent)
                 gone = await conn.execute(delete(attempts).where(attempts.c.event_id.in_(ids)))
                 total += len(ids) + (gone.rowcount or 0)
         if len(ids) < batch:
