@@ -37,7 +37,8 @@ async def test_migrations_are_current_and_idempotent(settings: Settings) -> None
 
 async def test_migration_0003_keeps_deliveries_and_attempts(settings: Settings) -> None:
     """0003 on a store with webhook traffic: rows kept, the attempts -> deliveries foreign
-    key gone, the claim's partial indexes in place; and back down to 0002."""
+    key gone, the claim's partial indexes in place. The store is first taken down to 0002,
+    which runs 0003's downgrade."""
     engine = create_engine(settings.effective_database_url)
     now = datetime.now(UTC)
 
