@@ -231,6 +231,11 @@ class _Claimed:
     # (unix second, the request's headers) signed with the claim (``_presign``); used if
     # the request goes out within that second, else it is signed again.
     signed: tuple[int, dict[str, str]] | None = None
+    # The bytes sent and signed, encoded once for both.
+    payload: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.payload = self.body.encode()
 
 
 @dataclass(slots=True)
@@ -705,7 +710,7 @@ class DeliveryWorker:
         timestamp = int(now.timestamp())
         for job in jobs:
             try:
-                job.signed = (timestamp, self._sign(job, timestamp, job.body.encode(), now))
+                job.signed = (timestamp, self._sign(job, timestamp, job.payload, now))
             except Exception:  # noqa: S112 (an unusable secret fails the attempt when sent)
                 continue
 
@@ -1042,7 +1047,7 @@ class DeliveryWorker:
         problem = self._url_problem(url)
         if problem is not None:
             return Outcome(False, failure_kind=problem[0], error=problem[1], duration_ms=took())
-        body = job.body.encode()
+        body = job.payload
         try:
             headers = self._headers(job, int(now.timestamp()), body, now)
         except Exception as exc:  # an undecryptable or malformed secret: our fault, logged
