@@ -857,6 +857,11 @@ async def saturation(
     }
 
 
+def emitter_rate(result: dict[str, Any]) -> float:
+    """Events per second the emitter committed in a saturation run."""
+    return float(result["deliveries"]) / max(float(result["emit_seconds"]), 1e-9)
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile of sorted ``values``."""
     if not values:
@@ -999,9 +1004,14 @@ async def run_store(
             )
             result = await saturation(ctx, children, receiver, args, n, emit_mode, backlog)
             result["backlog"] = backlog
+            bound = (
+                ""
+                if backlog
+                else f"; the emitter's {emitter_rate(result):,.0f} events/s bound it"
+            )
             log(
                 f"[{store}]   {result['rate']:,.0f} deliveries/s "
-                f"(ratio {result['rate'] / out['ceiling']:.2f}), store check "
+                f"(ratio {result['rate'] / out['ceiling']:.2f}{bound}), store check "
                 f"{'ok' if result['ok'] else 'FAILED: ' + json.dumps(result['check'])}"
             )
             return result
@@ -1141,9 +1151,7 @@ def report(
             )
             row(
                 "  the emitter's rate (the bound here)",
-                lambda r, s=sat: (
-                    f"{s(r)['deliveries'] / max(s(r)['emit_seconds'], 1e-9):,.0f} events/s"
-                ),
+                lambda r, s=sat: f"{emitter_rate(s(r)):,.0f} events/s",
             )
         row(
             "  SQL per delivery: statements / txns / checkouts",
@@ -1160,7 +1168,8 @@ def report(
             ),
         )
         row(
-            f"  ratio to the ceiling ({label}{', backlog' if backlog else ''})",
+            f"  ratio to the ceiling ({label}, "
+            + ("backlog)" if backlog else "bound by the emitter, no target)"),
             lambda r, s=sat: f"{s(r)['rate'] / r['ceiling']:.2f}",
             f">= {TARGET_RATIO}" if main else "",
             (lambda r, s=sat: s(r)["rate"] / r["ceiling"] >= TARGET_RATIO) if main else None,
