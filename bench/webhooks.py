@@ -1004,10 +1004,12 @@ async def run_store(
             )
             result = await saturation(ctx, children, receiver, args, n, emit_mode, backlog)
             result["backlog"] = backlog
+            # Within 10 % of the emitter's rate, the worker kept up with it: the emitter
+            # was the bound, not the worker.
             bound = (
-                ""
-                if backlog
-                else f"; the emitter's {emitter_rate(result):,.0f} events/s bound it"
+                f"; the emitter's {emitter_rate(result):,.0f} events/s bound it"
+                if not backlog and result["rate"] >= 0.9 * emitter_rate(result)
+                else ""
             )
             log(
                 f"[{store}]   {result['rate']:,.0f} deliveries/s "
@@ -1169,7 +1171,7 @@ def report(
         )
         row(
             f"  ratio to the ceiling ({label}, "
-            + ("backlog)" if backlog else "bound by the emitter, no target)"),
+            + ("backlog)" if backlog else "while emitting)"),
             lambda r, s=sat: f"{s(r)['rate'] / r['ceiling']:.2f}",
             f">= {TARGET_RATIO}" if main else "",
             (lambda r, s=sat: s(r)["rate"] / r["ceiling"] >= TARGET_RATIO) if main else None,
