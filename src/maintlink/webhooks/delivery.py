@@ -223,7 +223,8 @@ class _Claimed:
     event_id: str
     endpoint_id: str
     account_id: str
-    body: str
+    # The stored body as the bytes sent and signed, encoded once for both.
+    payload: bytes
     attempt_count: int
     trigger: str
     lease_expires_at: datetime
@@ -231,11 +232,6 @@ class _Claimed:
     # (unix second, the request's headers) signed with the claim (``_presign``); used if
     # the request goes out within that second, else it is signed again.
     signed: tuple[int, dict[str, str]] | None = None
-    # The bytes sent and signed, encoded once for both.
-    payload: bytes = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.payload = self.body.encode()
 
 
 @dataclass(slots=True)
@@ -756,7 +752,7 @@ class DeliveryWorker:
                     event_id=r["event_id"],
                     endpoint_id=r["endpoint_id"],
                     account_id=r["account_id"],
-                    body=r["body"],
+                    payload=r["body"].encode(),
                     attempt_count=r["attempt_count"],
                     trigger=r["trigger"],
                     lease_expires_at=lease_until,
@@ -855,7 +851,7 @@ class DeliveryWorker:
                 event_id=r.event_id,
                 endpoint_id=r.endpoint_id,
                 account_id=r.account_id,
-                body=r.body,
+                payload=r.body.encode(),
                 attempt_count=r.attempt_count,
                 trigger=r.trigger,
                 lease_expires_at=lease_until,
