@@ -232,6 +232,10 @@ webhook_endpoints = Table(
     Index(None, "connection_id"),
 )
 
+# The rows of the two partial indexes of ``deliveries``.
+_PENDING = text("status = 'pending'")
+_LEASED = text("status = 'delivering'")
+
 deliveries = Table(
     "deliveries",
     metadata,
@@ -256,10 +260,9 @@ deliveries = Table(
     # Partial, so that only rows a claim looks for are indexed: a claimed row leaves the
     # first, a finished one both, and neither index grows with the delivered history.
     Index("ix_deliveries_pending_due", "next_attempt_at",
-          postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+          postgresql_where=_PENDING, sqlite_where=_PENDING),
     Index("ix_deliveries_leased_until", "lease_expires_at",
-          postgresql_where=text("status = 'delivering'"),
-          sqlite_where=text("status = 'delivering'")),
+          postgresql_where=_LEASED, sqlite_where=_LEASED),
     Index(None, "endpoint_id", "status"),
     Index(None, "event_id"),
 )
