@@ -197,7 +197,9 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
     conn = await h.connect()
     assert conn["id"] in await claim_due(h.rt, "w1", 10)
     run = SyncRun(h.rt, conn["id"], "w1")
-    pages: list[int] = []
+    pages: list[int] = []  # one per page handed to a run
+    dying = [True]  # while the first run lives, its fourth page never comes
+    stuck = asyncio.Event()  # the first run waits for its fourth page
 
     from maintlink.connectors.sandbox import SandboxConnector
 
@@ -206,6 +208,9 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
     def counting(self: Any, entity: str, **kw: Any) -> Any:
         async def gen() -> Any:
             async for page in original(self, entity, **kw):
+                if dying[0] and len(pages) == 3:
+                    stuck.set()
+                    await asyncio.Event().wait()  # until the run is cancelled
                 pages.append(1)
                 yield page
 
@@ -214,18 +219,23 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
     SandboxConnector.list_records = counting  # type: ignore[method-assign]
     try:
         task = asyncio.create_task(run.run())
-        while len(pages) < 3:
-            await asyncio.sleep(0.01)
-        task.cancel()  # the worker dies here: no clean-up runs
+        # The worker dies while it waits for its fourth page: the first three entities
+        # (a page each) are committed, and no statement is under way. (Killed in the
+        # middle of a statement instead, an SQLite connection in this process can outlive
+        # its close with the write lock held, which a dead process's cannot.)
+        async with asyncio.timeout(30):
+            await stuck.wait()
+        task.cancel()  # no clean-up runs
         await asyncio.gather(task, return_exceptions=True)
-        # A dead process's database connections die with it (and SQLite's write lock
-        # with them): close what the cancelled run may still hold. Its connection is
-        # rolled back and returned by a shielded close that can outlive the task.
+        # A dead process's database connections die with it: close what the cancelled
+        # run may still hold. Its connection is rolled back and returned by a shielded
+        # close that can outlive the task.
         async with asyncio.timeout(10):
             while h.rt.engine.pool.checkedout():  # type: ignore[attr-defined]
                 await asyncio.sleep(0.01)
         await h.rt.engine.dispose()
         first = len(pages)
+        dying[0] = False
         h.clock.advance(seconds=h.rt.settings.sync_lease_seconds + 1)
         pages.clear()
         sync_id = await h.sync(conn["id"], worker="w2")
@@ -238,12 +248,10 @@ async def test_interrupted_sync_resumes_from_its_last_page(harness: Harness) -> 
     stats = (await h.client.get(f"{h.sandbox}/_sandbox/stats")).json()
     assert runs[0]["entities"]["work_orders"]["created"] == stats["work_orders"]
     assert len(await _all(h, conn["token"], "work-orders")) == stats["work_orders"]
-    assert first >= 3 and len(pages) > 0
-    # The resumed run did not start over: it fetched fewer pages than a whole run. Of the
-    # pages the dead run fetched, at most two were not committed: the one being written
-    # and the one fetched ahead.
+    # The resumed run did not start over: it fetched only the pages after the three the
+    # dead run committed.
     total = sum(-(-stats[e] // 100) for e in ENTITY_PATHS)
-    assert len(pages) <= total - first + 2
+    assert first == 3 and len(pages) == total - first
 
 
 async def test_only_one_worker_claims_a_connection(harness: Harness) -> None:
